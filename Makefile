@@ -1,0 +1,34 @@
+# Two commands for a fresh machine: `make demo` (LLaDARec on the bundled ml-100k) and `make test`.
+# Both create ./.venv on first use and reuse it afterwards (idempotent).
+VENV ?= .venv
+PYTHON ?= python3
+# torch 2.13.0: this CPU build is on our machines' disk; elsewhere any torch >= 2.6 works (TORCH=torch).
+TORCH ?= torch==2.13.0
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: install demo compare test clean
+
+$(STAMP): setup.py
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet "$(TORCH)"
+	# RecBole 1.2.1 pins ray<=2.6.3 (no wheel for Python >= 3.12): install it without its pins; setup.py
+	# declares its real dependencies.
+	$(PY) -m pip install --quiet --no-deps recbole==1.2.1
+	$(PY) -m pip install --quiet -e ".[dev]"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	$(PY) run_recbole_llada.py --model=LLaDARec --dataset=ml-100k
+
+compare: $(STAMP)
+	$(PY) run_recbole_llada.py --model=GRU4Rec,SASRec,BERT4Rec,FMLPRec,LLaDARec --dataset=ml-100k
+
+test: $(STAMP)
+	$(PY) -m pytest -q tests
+
+clean:
+	rm -rf $(VENV) saved log log_tensorboard results

@@ -1,0 +1,153 @@
+"""Every workaround recbole-llada needs to run RecBole 1.2.1 on today's stack, in one place.
+
+RecBole 1.2.1 (the current release) predates numpy 2, torch 2.6 and pandas 3. Rather than forking it we patch
+the few places that break, each patch scoped as narrowly as possible. ``apply()`` runs once when
+``recbole_llada`` is imported; it is idempotent. Each workaround is covered by ``tests/test_compat.py``,
+whose tests fail without it.
+
+1. numpy 2 removed ``np.float_``, ``np.complex_`` and ``np.unicode_``. ``Config.compatibility_settings``
+   reads them to re-create the aliases RecBole's code still uses (``np.float``, ``np.int``, ...), so every
+   ``Config(...)`` raises ``AttributeError``. We replace that method with one that builds the same aliases
+   from names that exist in numpy 1 and 2.
+2. torch >= 2.6 loads checkpoints with ``weights_only=True`` by default. RecBole's checkpoints hold a
+   pickled ``Config`` (protocol 4) and fail with "Unsupported operand 149"; ``add_safe_globals`` cannot
+   help because the opcode itself is refused. RecBole only ever loads checkpoints it wrote itself, so the
+   trainer module sees a ``torch`` whose ``load`` defaults to ``weights_only=False``, and
+   ``recbole.quick_start.load_data_and_model`` (which imports torch inside the function) runs with that
+   default while it executes. ``torch.load`` everywhere else keeps the safe default.
+3. pandas 3 makes ``df[col].fillna(..., inplace=True)`` a silent no-op (copy-on-write); RecBole relies on
+   it when loading atomic files, and an empty text cell then crashes dataset loading. There is no narrow
+   patch for that, so we refuse pandas 3 with a clear message (``setup.py`` pins ``pandas<3``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import importlib.abc
+import importlib.machinery
+import sys
+import types
+from typing import Any, Callable
+
+import numpy as np
+import pandas as pd
+import torch
+
+_applied = False
+_TORCH_LOAD = torch.load
+# What each patch replaced, kept so tests can show that the original really breaks on this stack.
+ORIGINALS: dict[str, Callable] = {}
+
+
+def _numpy2_safe_compatibility_settings(self) -> None:
+    """Replacement for ``recbole.config.Config.compatibility_settings`` (numpy 1 and 2 alike)."""
+    np.bool = np.bool_
+    np.int = np.int_
+    np.float = np.float64
+    np.complex = np.complex128
+    np.object = np.object_
+    np.str = np.str_
+    np.long = np.int_
+    np.unicode = np.str_
+
+
+class _TorchTrustingOwnCheckpoints(types.ModuleType):
+    """Stands in for ``torch`` inside a RecBole module; identical except that ``load`` unpickles fully."""
+
+    def __init__(self) -> None:
+        super().__init__("torch")
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(torch, name)
+
+    @staticmethod
+    def load(*args, **kwargs):
+        kwargs.setdefault("weights_only", False)
+        return _TORCH_LOAD(*args, **kwargs)
+
+
+def _trust_own_checkpoints(module: types.ModuleType) -> None:
+    if isinstance(getattr(module, "torch", None), types.ModuleType):
+        module.torch = _TorchTrustingOwnCheckpoints()
+
+
+@contextlib.contextmanager
+def _full_unpickling_torch_load():
+    original = torch.load
+    torch.load = _TorchTrustingOwnCheckpoints.load
+    try:
+        yield
+    finally:
+        torch.load = original
+
+
+def _patch_quick_start(module: types.ModuleType) -> None:
+    original = module.load_data_and_model
+
+    @functools.wraps(original)
+    def load_data_and_model(*args, **kwargs):
+        with _full_unpickling_torch_load():
+            return original(*args, **kwargs)
+
+    module.load_data_and_model = load_data_and_model
+
+
+class _PatchAfterImport(importlib.abc.MetaPathFinder):
+    """Applies a patch to a module right after it is first imported.
+
+    ``recbole.quick_start`` imports ray at import time (slow, and ray is absent where only training runs), so
+    we must not import it eagerly just to patch it.
+    """
+
+    def __init__(self, module_name: str, patch: Callable[[types.ModuleType], None]) -> None:
+        self.module_name = module_name
+        self.patch = patch
+
+    def find_spec(self, fullname, path, target=None):
+        if fullname != self.module_name:
+            return None
+        spec = importlib.machinery.PathFinder.find_spec(fullname, path)
+        if spec is None or spec.loader is None:
+            return spec
+        original_exec = spec.loader.exec_module
+        patch = self.patch
+
+        def exec_then_patch(module):
+            original_exec(module)
+            patch(module)
+
+        spec.loader.exec_module = exec_then_patch
+        return spec
+
+
+def check_pandas(version: str = pd.__version__) -> None:
+    major = int(version.split(".")[0])
+    if major >= 3:
+        raise ImportError(
+            f"recbole-llada needs pandas < 3 (found {version}): RecBole 1.2.1 fills missing values with "
+            "`fillna(inplace=True)`, which pandas 3 silently ignores, corrupting datasets with empty cells. "
+            "Install it with: pip install 'pandas>=2.2,<3'"
+        )
+
+
+def apply() -> None:
+    """Apply every workaround once (called by ``import recbole_llada``)."""
+    global _applied
+    if _applied:
+        return
+    check_pandas()
+
+    from recbole.config import Config
+    import recbole.trainer.trainer as recbole_trainer
+
+    ORIGINALS.setdefault("Config.compatibility_settings", Config.compatibility_settings)
+    Config.compatibility_settings = _numpy2_safe_compatibility_settings
+    _trust_own_checkpoints(recbole_trainer)
+
+    quick_start = "recbole.quick_start.quick_start"
+    if quick_start in sys.modules:
+        _patch_quick_start(sys.modules[quick_start])
+    else:
+        sys.meta_path.insert(0, _PatchAfterImport(quick_start, _patch_quick_start))
+    _applied = True

@@ -1,0 +1,184 @@
+"""Run one model, or several side by side, through RecBole's pipeline with the shared protocol.
+
+Every model (RecBole built-ins and the plugin's) sees the same config layers, the same dataset files and the
+same leave-one-out split, so the comparison table compares models, not data handling:
+
+    RecBole defaults < plugin model YAML < properties/overall.yaml < dataset_configs/<dataset>.yaml
+    < properties/model_dataset/<Model>-<dataset>.yaml < user config files < --key=value overrides
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+from logging import getLogger
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import torch
+from recbole.config import Config
+from recbole.data import create_dataset, data_preparation
+from recbole.utils import get_model, get_trainer, init_logger, init_seed, set_color
+
+from recbole_llada import resources
+from recbole_llada.errors import UserInputError
+from recbole_llada.models import check_model_name
+from recbole_llada.results import ComparisonRow, write_comparison
+
+
+class PluginConfig(Config):
+    """RecBole's ``Config`` without its implicit ``sys.argv`` parsing.
+
+    RecBole reads ``--key=value`` from ``sys.argv`` behind the caller's back; our CLI has flags of its own
+    (``--model=a,b``, ``--tune=...``) and passes overrides explicitly as ``config_dict`` instead.
+    """
+
+    def _load_cmd_line(self) -> dict:
+        return {}
+
+
+def parse_overrides(args: Sequence[str]) -> dict[str, Any]:
+    """``["--epochs=3", "--topk=[5,10]"]`` -> ``{"epochs": 3, "topk": [5, 10]}`` with RecBole's own value rules."""
+    overrides: dict[str, Any] = {}
+    for arg in args:
+        if not arg.startswith("--") or "=" not in arg:
+            raise UserInputError(f"Cannot parse argument {arg!r}: overrides are written --key=value.")
+        key, value = arg[2:].split("=", 1)
+        overrides[key] = value
+    return Config._convert_config_dict(None, overrides)
+
+
+def config_files_for(model: str, dataset: str, user_files: Sequence[str] = ()) -> list[str]:
+    files = [resources.overall_config()]
+    dataset_yaml = resources.dataset_config(dataset)
+    if dataset_yaml.is_file():
+        files.append(dataset_yaml)
+    model_on_dataset = resources.properties_dir() / "model_dataset" / f"{model}-{dataset}.yaml"
+    if model_on_dataset.is_file():
+        files.append(model_on_dataset)
+    for user_file in user_files:
+        if not Path(user_file).is_file():
+            raise UserInputError(f"Config file {user_file!r} does not exist.")
+        files.append(Path(user_file))
+    return [str(f) for f in files]
+
+
+def build_config(model: str, dataset: str, config_files: Sequence[str] = (),
+                 overrides: Mapping[str, Any] | None = None) -> Config:
+    check_model_name(model)
+    return PluginConfig(
+        model=model,
+        dataset=dataset,
+        config_file_list=config_files_for(model, dataset, config_files),
+        config_dict=dict(overrides or {}),
+    )
+
+
+def ensure_dataset_files(config: Config) -> None:
+    """Stop with a helpful paragraph, or prepare Amazon 2023 data, when the atomic files are missing."""
+    dataset = config["dataset"]
+    inter_file = Path(config["data_path"]) / f"{dataset}.inter"
+    if inter_file.is_file():
+        return
+    if config["amazon2023_category"]:
+        from recbole_llada.data.amazon2023 import ensure_prepared
+
+        ensure_prepared(dataset, Path(config["data_path"]).parent, download=True)
+        return
+    known = ", ".join(resources.available_dataset_configs())
+    raise UserInputError(
+        f"Dataset {dataset!r} not found: RecBole expects the atomic files in {Path(config['data_path'])}/ "
+        f"(e.g. {inter_file.name}). Configured datasets: {known}. ml-100k ships with RecBole; Amazon 2023 "
+        "datasets (Scientific, Instrument, Game) are prepared automatically from the official files "
+        "(python -m recbole_llada.data.amazon2023 --help); Beauty lives in ../shared/data/amazon2014 on our "
+        "machines. Point RecBole at another folder with --data_path=DIR."
+    )
+
+
+def count_parameters(model: torch.nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+@dataclass
+class RunResult:
+    model: str
+    dataset: str
+    seed: int
+    n_parameters: int
+    train_seconds: float
+    test_seconds: float
+    best_valid_score: float
+    best_valid_result: dict[str, float]
+    test_result: dict[str, float]
+    saved_model_file: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def as_row(self) -> ComparisonRow:
+        return ComparisonRow(
+            model=self.model,
+            seed=self.seed,
+            test_metrics={k: float(v) for k, v in self.test_result.items()},
+            n_parameters=self.n_parameters,
+            train_seconds=self.train_seconds,
+            test_seconds=self.test_seconds,
+        )
+
+
+def run(model: str, dataset: str, config_files: Sequence[str] = (),
+        overrides: Mapping[str, Any] | None = None, saved: bool = True) -> RunResult:
+    """Train ``model`` on ``dataset``, select the best epoch on validation, evaluate it on test."""
+    config = build_config(model, dataset, config_files, overrides)
+    ensure_dataset_files(config)
+    init_seed(config["seed"], config["reproducibility"])
+    init_logger(config)
+    logger = getLogger()
+    logger.info(config)
+
+    dataset_obj = create_dataset(config)
+    logger.info(dataset_obj)
+    train_data, valid_data, test_data = data_preparation(config, dataset_obj)
+
+    init_seed(config["seed"] + config["local_rank"], config["reproducibility"])
+    model_obj = get_model(config["model"])(config, train_data._dataset).to(config["device"])
+    logger.info(model_obj)
+    trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, model_obj)
+
+    start = time.perf_counter()
+    best_valid_score, best_valid_result = trainer.fit(
+        train_data, valid_data, saved=saved, show_progress=config["show_progress"]
+    )
+    train_seconds = time.perf_counter() - start
+    start = time.perf_counter()
+    test_result = trainer.evaluate(test_data, load_best_model=saved, show_progress=config["show_progress"])
+    test_seconds = time.perf_counter() - start
+
+    logger.info(set_color("best valid ", "yellow") + f": {dict(best_valid_result)}")
+    logger.info(set_color("test result", "yellow") + f": {dict(test_result)}")
+    return RunResult(
+        model=model,
+        dataset=dataset,
+        seed=config["seed"],
+        n_parameters=count_parameters(model_obj),
+        train_seconds=train_seconds,
+        test_seconds=test_seconds,
+        best_valid_score=float(best_valid_score),
+        best_valid_result=dict(best_valid_result),
+        test_result=dict(test_result),
+        saved_model_file=trainer.saved_model_file if saved else None,
+    )
+
+
+def compare(models: Sequence[str], dataset: str, config_files: Sequence[str] = (),
+            overrides: Mapping[str, Any] | None = None, results_dir: str | os.PathLike = "results",
+            saved: bool = True) -> tuple[list[RunResult], Path]:
+    """Run each model in turn on the same data and protocol; write and return the comparison table."""
+    for model in models:
+        check_model_name(model)
+    results = []
+    for model in models:
+        logging.getLogger().info(set_color(f"=== {model} on {dataset} ===", "green"))
+        results.append(run(model, dataset, config_files, overrides, saved=saved))
+    table_path = write_comparison([r.as_row() for r in results], dataset, Path(results_dir))
+    return results, table_path

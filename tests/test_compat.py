@@ -1,0 +1,71 @@
+"""Each compat workaround: the original breaks on this stack, the patched path works."""
+
+from __future__ import annotations
+
+import sys
+
+import numpy as np
+import pytest
+import torch
+from recbole.config import Config
+
+from recbole_llada import compat
+
+from conftest import tiny_config_dict
+
+
+@pytest.mark.skipif(np.__version__.startswith("1."), reason="the numpy-2 breakage needs numpy 2")
+def test_recbole_original_compatibility_settings_fails_on_numpy2_and_patch_restores_aliases():
+    original = compat.ORIGINALS["Config.compatibility_settings"]
+    with pytest.raises(AttributeError, match="float_"):
+        original(None)
+    Config.compatibility_settings(None)
+    assert np.float is np.float64 and np.long is np.int_ and np.unicode is np.str_
+
+
+def test_config_builds_with_numpy2(tiny_data_path, tmp_path):
+    config = Config(model="SASRec", dataset="tiny", config_dict=tiny_config_dict(tiny_data_path, tmp_path))
+    assert config["MAX_ITEM_LIST_LENGTH"] == 5
+
+
+def _recbole_style_checkpoint(path, tiny_data_path, tmp_path):
+    config = Config(model="SASRec", dataset="tiny", config_dict=tiny_config_dict(tiny_data_path, tmp_path))
+    state = {"config": config, "epoch": 0, "state_dict": {"w": torch.ones(2)}, "other_parameter": None}
+    torch.save(state, path, pickle_protocol=4)
+
+
+def test_default_torch_load_refuses_recbole_checkpoints_but_recbole_trainer_loads_them(tiny_data_path, tmp_path):
+    import recbole.trainer.trainer as recbole_trainer
+
+    path = tmp_path / "model.pth"
+    _recbole_style_checkpoint(path, tiny_data_path, tmp_path)
+    with pytest.raises(Exception, match="(?i)weights_only|unsupported"):
+        torch.load(path)
+    checkpoint = recbole_trainer.torch.load(path, map_location="cpu")
+    assert torch.equal(checkpoint["state_dict"]["w"], torch.ones(2))
+    assert recbole_trainer.torch.nn is torch.nn
+
+
+def test_load_data_and_model_reloads_a_trained_checkpoint(tiny_data_path, tmp_path):
+    pytest.importorskip("ray")  # recbole.quick_start imports ray at import time
+    from recbole.quick_start import load_data_and_model, run_recbole
+
+    config = tiny_config_dict(tiny_data_path, tmp_path)
+    run_recbole(model="SASRec", dataset="tiny", config_dict=config)
+    (checkpoint,) = (tmp_path / "saved").glob("SASRec-*.pth")
+    loaded_config, model, _, _, _, test_data = load_data_and_model(str(checkpoint))
+    assert loaded_config["model"] == "SASRec" and model.n_items == test_data._dataset.item_num
+    with pytest.raises(Exception, match="(?i)weights_only|unsupported"):
+        torch.load(checkpoint)
+
+
+def test_pandas3_is_refused_with_an_explanation():
+    with pytest.raises(ImportError, match="pandas < 3"):
+        compat.check_pandas("3.0.1")
+    compat.check_pandas("2.3.3")
+
+
+def test_apply_is_idempotent():
+    finders_before = len(sys.meta_path)
+    compat.apply()
+    assert len(sys.meta_path) == finders_before

@@ -1,0 +1,61 @@
+"""The runner: config layering, overrides, user errors, and a side-by-side comparison on tiny data."""
+
+from __future__ import annotations
+
+import csv
+import math
+
+import pytest
+
+from recbole_llada import quick_start
+from recbole_llada.cli import main
+from recbole_llada.errors import UserInputError
+
+from conftest import tiny_config_dict
+
+
+def test_overrides_follow_recbole_value_rules():
+    parsed = quick_start.parse_overrides(["--epochs=3", "--learning_rate=1e-3", "--topk=[5,10]",
+                                          "--use_gpu=false", "--gpu_id=0,1"])
+    assert parsed == {"epochs": 3, "learning_rate": 1e-3, "topk": [5, 10], "use_gpu": False, "gpu_id": (0, 1)}
+    with pytest.raises(UserInputError):
+        quick_start.parse_overrides(["epochs"])
+
+
+def test_shared_protocol_is_the_default_and_overrides_win(tiny_data_path, tmp_path):
+    config = quick_start.build_config("SASRec", "tiny", overrides={"data_path": str(tiny_data_path),
+                                                                   "MAX_ITEM_LIST_LENGTH": 7})
+    assert config["eval_args"]["split"] == {"LS": "valid_and_test"}
+    assert config["eval_args"]["order"] == "TO"
+    assert config["valid_metric"] == "NDCG@10"
+    assert config["topk"] == [1, 5, 10]
+    assert config["loss_type"] == "CE"
+    assert config["MAX_ITEM_LIST_LENGTH"] == 7
+
+
+def test_unknown_model_is_one_paragraph_without_traceback(capsys):
+    assert main(["--model=SASRecc", "--dataset=ml-100k"]) == 2
+    err = capsys.readouterr().err
+    assert "Unknown model 'SASRecc'" in err and "FMLPRec" in err and "Traceback" not in err
+
+
+def test_missing_dataset_explains_where_data_goes(tmp_path, capsys):
+    assert main(["--model=SASRec", "--dataset=NoSuchData", f"--data_path={tmp_path}"]) == 2
+    err = capsys.readouterr().err
+    assert "NoSuchData" in err and "--data_path" in err and "Traceback" not in err
+
+
+def test_compare_writes_one_table_for_all_models(tiny_data_path, tmp_path):
+    overrides = tiny_config_dict(tiny_data_path, tmp_path)
+    results, table = quick_start.compare(["GRU4Rec", "SASRec", "FMLPRec"], "tiny", overrides=overrides,
+                                         results_dir=tmp_path / "results")
+    assert [r.model for r in results] == ["GRU4Rec", "SASRec", "FMLPRec"]
+    for result in results:
+        assert result.n_parameters > 0 and result.train_seconds > 0
+        assert all(math.isfinite(v) for v in result.test_result.values())
+    with open(table.with_suffix(".csv")) as f:
+        rows = list(csv.DictReader(f))
+    assert [row["model"] for row in rows] == ["GRU4Rec", "SASRec", "FMLPRec"]
+    assert {"recall@10", "ndcg@10", "params", "train s", "test s", "seed"} <= set(rows[0])
+    text = table.read_text()
+    assert "commit" in text and "hardware" in text and "command" in text
