@@ -17,7 +17,9 @@ whose tests fail without it.
    default while it executes. ``torch.load`` everywhere else keeps the safe default.
 3. pandas 3 makes ``df[col].fillna(..., inplace=True)`` a silent no-op (copy-on-write); RecBole relies on
    it when loading atomic files, and an empty text cell then crashes dataset loading. There is no narrow
-   patch for that, so we refuse pandas 3 with a clear message (``setup.py`` pins ``pandas<3``).
+   patch for that, so we refuse pandas 3 with a clear message (``setup.py`` pins ``pandas<3``). pandas 2.2+
+   warns about those very calls on every dataset load; since pandas 3 is refused, the warning says nothing
+   actionable and is silenced for RecBole's modules only.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ import importlib.abc
 import importlib.machinery
 import sys
 import types
+import warnings
 from typing import Any, Callable
 
 import numpy as np
@@ -137,6 +140,8 @@ def apply() -> None:
     if _applied:
         return
     check_pandas()
+    warnings.filterwarnings("ignore", message=".*inplace method.*", category=FutureWarning,
+                            module=r"recbole\..*")
 
     from recbole.config import Config
     import recbole.trainer.trainer as recbole_trainer

@@ -1,0 +1,172 @@
+"""LLaDA-Rec's adapted beam search over the M positions of a semantic ID (paper Sec. 4.3).
+
+Decoding runs `gen_steps` steps. Each step makes one model call for all beams; then every beam
+picks the still-masked positions it commits in this step (adaptive: its most confident ones), and
+the beams are expanded one position at a time: each beam is extended with every allowed code,
+and the best `num_beams` candidates per user survive. A beam carries its step log-probabilities
+and its planned positions with it when the beams are re-ordered (the official implementation
+indexes them by the old beam order once a step commits several positions).
+
+Beams never need de-duplication: two beams descend from a common ancestor whose expansion gave
+them different codes at the same position, and committed codes never change, so distinct beams
+always differ at a position both have committed.
+"""
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from recbole_llada.decoding.constraints import SIDIndex
+
+DECODING_ORDERS = ("adaptive", "left2right", "right2left", "random")
+
+LogProbFn = Callable[[torch.Tensor], torch.Tensor]
+
+
+@dataclass
+class BeamOutput:
+    """Beams of every user, best first."""
+
+    codes: torch.Tensor  # long [B, W, M]; all -1 for a dead beam
+    scores: torch.Tensor  # float32 [B, W]: joint log-probability, descending, -inf = dead beam
+    items: torch.Tensor | None  # long [B, W]: index.lookup(codes) (-1 = none); None without index
+
+
+def tokens_per_step(n_digits: int, gen_steps: int) -> list[int]:
+    """How many positions each step commits: n_digits // gen_steps each, the remainder spread
+    over the first steps (as LLaDA's get_num_transfer_tokens)."""
+    if not 1 <= gen_steps <= n_digits:
+        raise ValueError(f"gen_steps must be in 1..{n_digits} (n_digits), got {gen_steps}")
+    base, remainder = divmod(n_digits, gen_steps)
+    return [base + (step < remainder) for step in range(gen_steps)]
+
+
+def _fixed_priority(order: str, batch_size: int, n_digits: int, device: torch.device,
+                    generator: torch.Generator | None) -> torch.Tensor | None:
+    """FloatTensor[B, M], higher = committed earlier; None for the adaptive order."""
+    if order == "adaptive":
+        return None
+    if order == "left2right":
+        return -torch.arange(n_digits, device=device).float().expand(batch_size, n_digits)
+    if order == "right2left":
+        return torch.arange(n_digits, device=device).float().expand(batch_size, n_digits)
+    # The ranking of i.i.d. uniforms is a uniform random permutation per user.
+    draw_device = generator.device if generator is not None else device
+    return torch.rand(batch_size, n_digits, generator=generator, device=draw_device).to(device)
+
+
+def _gather_beams(tensor: torch.Tensor, parent: torch.Tensor) -> torch.Tensor:
+    """tensor[b, parent[b, w], ...] for a tensor [B, W, ...] and parent [B, W]."""
+    index = parent.view(*parent.shape, *([1] * (tensor.dim() - 2)))
+    return tensor.gather(1, index.expand(*parent.shape, *tensor.shape[2:]))
+
+
+@dataclass
+class _Beams:
+    codes: torch.Tensor  # long [B, W, M], -1 = masked
+    scores: torch.Tensor  # float32 [B, W]
+    log_probs: torch.Tensor  # float32 [B, W, M, K]: this step's model output for the beam
+    plan: torch.Tensor  # long [B, W, n]: positions the beam commits in this step, in order
+
+
+def _expand_position(beams: _Beams, slot: int, num_beams: int,
+                     index: SIDIndex | None) -> _Beams:
+    """Commit each beam's plan[..., slot] position with every allowed code; keep the best
+    num_beams candidates per user."""
+    batch_size, width, n_digits = beams.codes.shape
+    codebook_size = beams.log_probs.shape[-1]
+    position = beams.plan[:, :, slot]
+    position_log_probs = beams.log_probs.gather(
+        2, position[:, :, None, None].expand(batch_size, width, 1, codebook_size)).squeeze(2)
+    if index is not None:
+        # Constraints depend on the codes committed so far, including earlier slots of this step.
+        allowed = index.allowed_codes(beams.codes.reshape(-1, n_digits), position.reshape(-1))
+        position_log_probs = position_log_probs.masked_fill(
+            ~allowed.view(batch_size, width, codebook_size), float("-inf"))
+    candidates = (beams.scores[:, :, None] + position_log_probs).view(batch_size, -1)
+    n_candidates = candidates.shape[1]
+    if n_candidates < num_beams:
+        # Too few candidates (first step, small codebook): the extra beams are born dead.
+        candidates = F.pad(candidates, (0, num_beams - n_candidates), value=float("-inf"))
+    scores, flat_index = candidates.topk(num_beams, dim=1)
+    flat_index = flat_index.clamp(max=n_candidates - 1)
+    parent = flat_index // codebook_size
+    code = flat_index % codebook_size
+    codes = _gather_beams(beams.codes, parent)
+    codes.scatter_(2, _gather_beams(position, parent)[:, :, None], code[:, :, None])
+    return _Beams(codes=codes,
+                  scores=scores,
+                  log_probs=_gather_beams(beams.log_probs, parent),
+                  plan=_gather_beams(beams.plan, parent))
+
+
+def _model_log_probs(log_prob_fn: LogProbFn, codes: torch.Tensor,
+                     codebook_size: int) -> torch.Tensor:
+    log_probs = log_prob_fn(codes)
+    expected = (*codes.shape, codebook_size)
+    if tuple(log_probs.shape) != expected:
+        raise ValueError(f"log_prob_fn returned shape {tuple(log_probs.shape)}, "
+                         f"expected {expected}")
+    return log_probs.float()
+
+
+def generate_topk(log_prob_fn: LogProbFn, batch_size: int, n_digits: int, codebook_size: int,
+                  num_beams: int, gen_steps: int, order: str = "adaptive",
+                  index: SIDIndex | None = None, generator: torch.Generator | None = None,
+                  device: torch.device | str | None = None) -> BeamOutput:
+    """Beam search for the num_beams most likely SIDs of each of batch_size users.
+
+    log_prob_fn(partial: LongTensor[B, W', M]) -> FloatTensor[B, W', M, K]: log-probabilities of
+    each code at each position given each beam's partial SID (-1 = masked), one model call for
+    all beams. It must accept any beam count W': the first step calls it with W' = 1, since all
+    beams start as the same empty SID. Scores are accumulated in float32 whatever its dtype.
+    order: "adaptive" (each beam commits its most confident masked positions, confidence = max
+    log-probability over the allowed codes), "left2right", "right2left", or "random" (one
+    permutation per user drawn from `generator`).
+    index: if given, only codes that keep the partial SID consistent with a real item are allowed,
+    so every live beam ends as an item (joint constraint, stricter than the official per-position
+    one); the log-probabilities are not renormalised over the allowed codes, as officially.
+    device: where the search runs; defaults to the index's device, else CPU.
+    """
+    if order not in DECODING_ORDERS:
+        raise ValueError(f"unknown order {order!r}; expected one of {DECODING_ORDERS}")
+    if batch_size < 1 or num_beams < 1 or codebook_size < 1:
+        raise ValueError(f"batch_size, num_beams and codebook_size must be positive, got "
+                         f"{batch_size}, {num_beams}, {codebook_size}")
+    if index is not None and (index.n_digits, index.codebook_size) != (n_digits, codebook_size):
+        raise ValueError(f"index has {index.n_digits} digits of {index.codebook_size} codes, "
+                         f"expected {n_digits} digits of {codebook_size} codes")
+    steps = tokens_per_step(n_digits, gen_steps)
+    if device is None:
+        device = index.device if index is not None else torch.device("cpu")
+    fixed_priority = _fixed_priority(order, batch_size, n_digits, torch.device(device), generator)
+
+    codes = torch.full((batch_size, 1, n_digits), -1, dtype=torch.long, device=device)
+    scores = torch.zeros(batch_size, 1, dtype=torch.float32, device=device)
+    for n_commit in steps:
+        width = codes.shape[1]
+        log_probs = _model_log_probs(log_prob_fn, codes, codebook_size)
+        if fixed_priority is None:
+            if index is not None:
+                allowed = index.allowed_codes_all_positions(codes.view(-1, n_digits))
+                log_probs_allowed = log_probs.masked_fill(
+                    ~allowed.view(log_probs.shape), float("-inf"))
+            else:
+                log_probs_allowed = log_probs
+            # Clamp so that a masked position always ranks above a committed one (-inf).
+            priority = log_probs_allowed.amax(dim=-1).clamp(min=torch.finfo(torch.float32).min)
+        else:
+            priority = fixed_priority[:, None, :].expand(batch_size, width, n_digits)
+        priority = priority.masked_fill(codes >= 0, float("-inf"))
+        beams = _Beams(codes=codes, scores=scores, log_probs=log_probs,
+                       plan=priority.topk(n_commit, dim=-1).indices)
+        for slot in range(n_commit):
+            beams = _expand_position(beams, slot, num_beams, index)
+        codes, scores = beams.codes, beams.scores
+
+    codes = codes.masked_fill(torch.isneginf(scores)[:, :, None], -1)
+    items = None if index is None else index.lookup(codes.view(-1, n_digits)).view(
+        batch_size, num_beams)
+    return BeamOutput(codes=codes, scores=scores, items=items)

@@ -1,0 +1,53 @@
+"""Turn the items a generative recommender produced into RecBole full-sort scores.
+
+RecBole ranks all items with torch.topk over [B, n_items] scores. Items the model did not generate
+must not tie at -inf inside the top-k: topk would return whichever tied ids come first, i.e. low
+item ids, and count hits the model never produced. So generated items get strictly decreasing
+finite scores in beam order, a deterministic fallback ranking fills any shortfall below them, and
+only the rest stays -inf.
+"""
+
+import torch
+
+
+def scores_from_generated(item_ids: torch.Tensor, n_items: int, fallback_order: torch.Tensor,
+                          min_finite: int) -> torch.Tensor:
+    """FloatTensor[B, n_items] of full-sort scores.
+
+    item_ids: LongTensor[B, W], generated items best first, -1 = no item; repeats keep their first
+    (best) rank. fallback_order: LongTensor of distinct item ids in 0..n_items-1, best first (e.g.
+    by training popularity); item 0 (padding) in it is skipped. If a user has fewer than
+    `min_finite` distinct generated real items, the first not-generated fallback items fill the
+    shortfall with scores below every generated item. Item 0 is never finite. Scores:
+    generated rank r -> W - r (> 0), fallback rank f -> -(f + 1), everything else -inf.
+    """
+    if item_ids.dim() != 2:
+        raise ValueError(f"item_ids must have shape [B, W], got {tuple(item_ids.shape)}")
+    if item_ids.numel() and (item_ids.min() < -1 or item_ids.max() >= n_items):
+        raise ValueError(f"item ids must be -1 or in 0..{n_items - 1}")
+    if fallback_order.dim() != 1 or (fallback_order.numel() and (
+            fallback_order.min() < 0 or fallback_order.max() >= n_items)):
+        raise ValueError(f"fallback_order must be a 1-D tensor of item ids in 0..{n_items - 1}")
+    if fallback_order.unique().numel() != fallback_order.numel():
+        raise ValueError("fallback_order must not repeat items")
+    batch_size, width = item_ids.shape
+    device = item_ids.device
+
+    # Column 0 collects the "no item" (-1) entries and is reset below, as padding is never ranked.
+    rank_score = torch.arange(width, 0, -1, device=device, dtype=torch.float32).expand(
+        batch_size, width)
+    scores = torch.full((batch_size, n_items), float("-inf"), device=device)
+    scores.scatter_reduce_(1, item_ids.clamp(min=0), rank_score, reduce="amax")
+    scores[:, 0] = float("-inf")
+
+    fallback_order = fallback_order.to(device)
+    n_generated = torch.isfinite(scores).sum(dim=1)
+    shortfall = (min_finite - n_generated).clamp(min=0)
+    available = torch.isneginf(scores[:, fallback_order]) & (fallback_order != 0)
+    fallback_rank = available.long().cumsum(dim=1) - 1
+    fill = available & (fallback_rank < shortfall[:, None])
+    fallback_score = torch.where(fill, -(fallback_rank + 1).float(), float("-inf"))
+    # Filled columns are -inf so far and the others get -inf: amax writes exactly the fill.
+    scores.scatter_reduce_(1, fallback_order.expand(batch_size, -1), fallback_score,
+                           reduce="amax")
+    return scores

@@ -1,0 +1,158 @@
+"""Building blocks of LLaDA-Rec's mask predictor: a pre-norm LLaMA-style Transformer (as LLaDA's
+`LLaDALlamaBlock` with `block_type: llama`, `activation_type: silu`, `layer_norm_type: rms`,
+no biases, no RoPE) and the attention masks of the paper's attention ablation.
+"""
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+ATTENTION_KINDS = ("bidirectional", "causal", "inter_item_causal", "intra_item_causal")
+
+
+def build_attention_mask(kind: str, valid: torch.Tensor, n_digits: int) -> torch.Tensor:
+    """Boolean mask [B, 1, N, N] for scaled_dot_product_attention; True = query i may attend key j.
+
+    valid: BoolTensor[B, N], False at padding; token j belongs to item j // n_digits.
+    - bidirectional: every key.
+    - causal: keys j <= i.
+    - inter_item_causal: keys of the same or earlier items (bidirectional inside an item).
+    - intra_item_causal: keys of other items, and keys j <= i of the own item.
+    Padding keys are never attended. A padding query attends only to itself: a row with no allowed
+    key makes the softmax 0/0 = NaN, and NaNs at padding would poison gradients (0 * NaN = NaN)
+    even though nothing reads those outputs; attending to itself keeps padding rows finite and,
+    since no valid query attends to padding, cannot leak into valid positions.
+    """
+    if valid.dim() != 2 or valid.dtype != torch.bool:
+        raise ValueError(f"valid must be a BoolTensor [B, N], got {valid.dtype} "
+                         f"{tuple(valid.shape)}")
+    seq_len = valid.shape[1]
+    if n_digits < 1 or seq_len % n_digits != 0:
+        raise ValueError(f"sequence length {seq_len} is not a multiple of n_digits={n_digits}")
+    position = torch.arange(seq_len, device=valid.device)
+    item = position // n_digits
+    query_pos, key_pos = position[:, None], position[None, :]
+    query_item, key_item = item[:, None], item[None, :]
+    if kind == "bidirectional":
+        allowed = torch.ones(seq_len, seq_len, dtype=torch.bool, device=valid.device)
+    elif kind == "causal":
+        allowed = key_pos <= query_pos
+    elif kind == "inter_item_causal":
+        allowed = key_item <= query_item
+    elif kind == "intra_item_causal":
+        allowed = (key_item != query_item) | (key_pos <= query_pos)
+    else:
+        raise ValueError(f"unknown attention kind {kind!r}; expected one of {ATTENTION_KINDS}")
+    mask = allowed[None, :, :] & valid[:, None, :] & valid[:, :, None]
+    padding_self = torch.diag_embed(~valid)
+    return (mask | padding_self)[:, None, :, :]
+
+
+class RMSNorm(nn.Module):
+    """x / rms(x) * weight, computed in float32 as LLaDA does, then cast back."""
+
+    def __init__(self, d_model: int, eps: float = 1e-5):
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(d_model))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x_float = x.float()
+        normed = x_float * torch.rsqrt(x_float.pow(2).mean(dim=-1, keepdim=True) + self.eps)
+        return self.weight * normed.to(x.dtype)
+
+
+class SwiGLU(nn.Module):
+    """down(silu(gate(x)) * up(x)); LLaDA's llama block uses hidden = mlp_ratio * d_model
+    (no 2/3 shrink), i.e. its ff_proj/up_proj/ff_out are gate/up/down here."""
+
+    def __init__(self, d_model: int, hidden_size: int):
+        super().__init__()
+        self.gate = nn.Linear(d_model, hidden_size, bias=False)
+        self.up = nn.Linear(d_model, hidden_size, bias=False)
+        self.down = nn.Linear(hidden_size, d_model, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.down(F.silu(self.gate(x)) * self.up(x))
+
+
+def mitchell_init_(module: nn.Linear | nn.Embedding, fan_in: int,
+                   layer_id: int | None = None) -> None:
+    """LLaDA's `init_fn: mitchell`: truncated normal (±3 std), std = 1/sqrt(fan_in), divided by
+    sqrt(2 * (layer_id + 1)) for the residual output projections of block `layer_id`.
+    For token/position embeddings and the output head LLaDA uses fan_in = d_model."""
+    std = 1.0 / math.sqrt(fan_in)
+    if layer_id is not None:
+        std /= math.sqrt(2 * (layer_id + 1))
+    nn.init.trunc_normal_(module.weight, mean=0.0, std=std, a=-3 * std, b=3 * std)
+
+
+class TransformerBlock(nn.Module):
+    """x + Attn(RMSNorm(x)), then + SwiGLU(RMSNorm(.)); dropout on attention weights and on both
+    residual branches, as LLaDA's attention_dropout and residual_dropout."""
+
+    def __init__(self, d_model: int, n_heads: int, mlp_ratio: int, dropout: float):
+        super().__init__()
+        if d_model % n_heads != 0:
+            raise ValueError(f"d_model={d_model} is not divisible by n_heads={n_heads}")
+        self.n_heads = n_heads
+        self.dropout = dropout
+        self.attn_norm = RMSNorm(d_model)
+        self.q_proj = nn.Linear(d_model, d_model, bias=False)
+        self.k_proj = nn.Linear(d_model, d_model, bias=False)
+        self.v_proj = nn.Linear(d_model, d_model, bias=False)
+        self.attn_out = nn.Linear(d_model, d_model, bias=False)
+        self.ff_norm = RMSNorm(d_model)
+        self.ffn = SwiGLU(d_model, mlp_ratio * d_model)
+        self.residual_dropout = nn.Dropout(dropout)
+
+    def reset_parameters(self, layer_id: int) -> None:
+        d_model = self.q_proj.in_features
+        for linear in (self.q_proj, self.k_proj, self.v_proj, self.ffn.gate, self.ffn.up):
+            mitchell_init_(linear, d_model)
+        mitchell_init_(self.attn_out, d_model, layer_id)
+        mitchell_init_(self.ffn.down, self.ffn.down.in_features, layer_id)
+        nn.init.ones_(self.attn_norm.weight)
+        nn.init.ones_(self.ff_norm.weight)
+
+    def _split_heads(self, x: torch.Tensor) -> torch.Tensor:
+        batch_size, seq_len, d_model = x.shape
+        return x.view(batch_size, seq_len, self.n_heads, d_model // self.n_heads).transpose(1, 2)
+
+    def forward(self, x: torch.Tensor, attn_mask: torch.Tensor) -> torch.Tensor:
+        """x: [B, N, d_model]; attn_mask: BoolTensor[B, 1, N, N] from build_attention_mask."""
+        normed = self.attn_norm(x)
+        attended = F.scaled_dot_product_attention(
+            self._split_heads(self.q_proj(normed)),
+            self._split_heads(self.k_proj(normed)),
+            self._split_heads(self.v_proj(normed)),
+            attn_mask=attn_mask,
+            dropout_p=self.dropout if self.training else 0.0,
+        )
+        attended = attended.transpose(1, 2).reshape(x.shape)
+        x = x + self.residual_dropout(self.attn_out(attended))
+        return x + self.residual_dropout(self.ffn(self.ff_norm(x)))
+
+
+class TransformerEncoder(nn.Module):
+    """A stack of TransformerBlocks followed by a final RMSNorm (LLaDA's ln_f)."""
+
+    def __init__(self, n_layers: int, d_model: int, n_heads: int, mlp_ratio: int, dropout: float):
+        super().__init__()
+        self.blocks = nn.ModuleList(
+            TransformerBlock(d_model, n_heads, mlp_ratio, dropout) for _ in range(n_layers))
+        self.final_norm = RMSNorm(d_model)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        for layer_id, block in enumerate(self.blocks):
+            block.reset_parameters(layer_id)
+        nn.init.ones_(self.final_norm.weight)
+
+    def forward(self, x: torch.Tensor, attn_mask: torch.Tensor) -> torch.Tensor:
+        """x: [B, N, d_model] input embeddings; returns the normalised hidden states."""
+        for block in self.blocks:
+            x = block(x, attn_mask)
+        return self.final_norm(x)

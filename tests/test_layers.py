@@ -1,0 +1,126 @@
+"""Attention masks against brute-force double loops; the encoder never reads padding."""
+
+import pytest
+import torch
+
+from recbole_llada.model.layers import (ATTENTION_KINDS, RMSNorm, SwiGLU, TransformerEncoder,
+                                        build_attention_mask)
+
+N_DIGITS = 3
+
+
+def _brute_force_mask(kind: str, valid: torch.Tensor, n_digits: int) -> torch.Tensor:
+    batch_size, seq_len = valid.shape
+    mask = torch.zeros(batch_size, 1, seq_len, seq_len, dtype=torch.bool)
+    for b in range(batch_size):
+        for i in range(seq_len):
+            for j in range(seq_len):
+                item_i, item_j = i // n_digits, j // n_digits
+                if not valid[b, i]:
+                    allowed = i == j
+                elif not valid[b, j]:
+                    allowed = False
+                elif kind == "bidirectional":
+                    allowed = True
+                elif kind == "causal":
+                    allowed = j <= i
+                elif kind == "inter_item_causal":
+                    allowed = item_j <= item_i
+                else:
+                    allowed = item_j != item_i or j <= i
+                mask[b, 0, i, j] = allowed
+    return mask
+
+
+def _left_padded_valid() -> torch.Tensor:
+    n_items = 4
+    n_valid_items = torch.tensor([4, 2, 1])
+    item = torch.arange(n_items * N_DIGITS) // N_DIGITS
+    return item[None, :] >= (n_items - n_valid_items)[:, None]
+
+
+@pytest.mark.parametrize("kind", ATTENTION_KINDS)
+def test_mask_matches_brute_force(kind):
+    valid = _left_padded_valid()
+    scattered = torch.rand(2, 12, generator=torch.Generator().manual_seed(0)) < 0.7
+    for pattern in (valid, scattered):
+        assert torch.equal(build_attention_mask(kind, pattern, N_DIGITS),
+                           _brute_force_mask(kind, pattern, N_DIGITS))
+
+
+@pytest.mark.parametrize("kind", ATTENTION_KINDS)
+def test_padding_keys_are_never_attended_by_valid_queries(kind):
+    valid = _left_padded_valid()
+    mask = build_attention_mask(kind, valid, N_DIGITS)[:, 0]
+    valid_query_to_padding_key = valid[:, :, None] & ~valid[:, None, :]
+    assert not mask[valid_query_to_padding_key].any()
+    assert torch.all(mask.sum(dim=-1) >= 1)  # every row has a key: no 0/0 softmax
+
+
+def test_unknown_kind_lists_the_kinds():
+    with pytest.raises(ValueError, match="bidirectional"):
+        build_attention_mask("sideways", torch.ones(1, 3, dtype=torch.bool), N_DIGITS)
+
+
+def _encoder(dropout: float = 0.0) -> TransformerEncoder:
+    torch.manual_seed(0)
+    return TransformerEncoder(n_layers=2, d_model=8, n_heads=2, mlp_ratio=2, dropout=dropout)
+
+
+@pytest.mark.parametrize("kind", ATTENTION_KINDS)
+def test_encoder_output_at_valid_positions_ignores_padding_embeddings(kind):
+    encoder = _encoder().eval()
+    valid = _left_padded_valid()
+    mask = build_attention_mask(kind, valid, N_DIGITS)
+    x = torch.randn(3, 12, 8)
+    x_other = torch.where(valid[:, :, None], x, 100 * torch.randn(3, 12, 8))
+    out, out_other = encoder(x, mask), encoder(x_other, mask)
+    assert not torch.isnan(out).any() and not torch.isnan(out_other).any()
+    assert torch.allclose(out[valid], out_other[valid], atol=1e-5)
+
+
+@pytest.mark.parametrize("kind", ATTENTION_KINDS)
+def test_encoder_respects_each_kind_functionally(kind):
+    """Changing a valid token changes exactly the outputs of the queries allowed to see it."""
+    encoder = _encoder().eval()
+    valid = torch.ones(1, 12, dtype=torch.bool)
+    mask = build_attention_mask(kind, valid, N_DIGITS)
+    x = torch.randn(1, 12, 8)
+    changed = 4  # the middle token of item 1
+    x_other = x.clone()
+    x_other[0, changed] += 3.0
+    differs = (encoder(x, mask) - encoder(x_other, mask)).abs().amax(dim=-1)[0] > 1e-6
+    # With two layers, information reaches i if i sees some k that sees `changed` (or i == changed).
+    reach = mask[0, 0].float()
+    two_hop = (reach @ reach)[:, changed] > 0
+    assert torch.equal(differs, two_hop)
+
+
+def test_encoder_has_no_nan_in_training_mode_and_gradients():
+    encoder = _encoder(dropout=0.2).train()
+    valid = _left_padded_valid()
+    x = torch.randn(3, 12, 8, requires_grad=True)
+    out = encoder(x, build_attention_mask("bidirectional", valid, N_DIGITS))
+    out[valid].sum().backward()
+    assert not torch.isnan(out).any()
+    assert not torch.isnan(x.grad).any()
+    assert torch.all(x.grad[~valid] == 0)
+
+
+def test_swiglu_uses_the_full_mlp_ratio_hidden_size_and_rmsnorm_formula():
+    ffn = SwiGLU(8, 4 * 8)
+    assert ffn.gate.out_features == ffn.up.out_features == ffn.down.in_features == 32
+    assert all(linear.bias is None for linear in (ffn.gate, ffn.up, ffn.down))
+    x = torch.randn(5, 8)
+    expected = ffn.down(torch.nn.functional.silu(ffn.gate(x)) * ffn.up(x))
+    assert torch.allclose(ffn(x), expected)
+    norm = RMSNorm(8)
+    with torch.no_grad():
+        norm.weight.uniform_()
+    rms = x.pow(2).mean(dim=-1, keepdim=True).add(norm.eps).sqrt()
+    assert torch.allclose(norm(x), norm.weight * x / rms, atol=1e-6)
+
+
+def test_encoder_has_no_biases():
+    encoder = _encoder()
+    assert not any(name.endswith("bias") for name, _ in encoder.named_parameters())

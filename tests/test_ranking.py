@@ -1,0 +1,78 @@
+"""Full-sort scores from generated items, against a per-user Python reference."""
+
+import pytest
+import torch
+
+from recbole_llada.decoding.ranking import scores_from_generated
+
+
+def _reference_ranking(generated: list[int], fallback: list[int], min_finite: int) -> list[int]:
+    """The finite items of one user, best first."""
+    ranking = []
+    for item in generated:
+        if item > 0 and item not in ranking:
+            ranking.append(item)
+    for item in fallback:
+        if len(ranking) >= min_finite:
+            break
+        if item > 0 and item not in ranking:
+            ranking.append(item)
+    return ranking
+
+
+def _finite_ranking(scores_row: torch.Tensor) -> list[int]:
+    finite = torch.isfinite(scores_row).nonzero().flatten()
+    return finite[scores_row[finite].argsort(descending=True)].tolist()
+
+
+def _check(item_ids, n_items, fallback_order, min_finite):
+    scores = scores_from_generated(item_ids, n_items, fallback_order, min_finite)
+    assert scores.shape == (item_ids.shape[0], n_items)
+    assert torch.all(torch.isneginf(scores[:, 0]))
+    assert not torch.isnan(scores).any() and not torch.isposinf(scores).any()
+    for b in range(item_ids.shape[0]):
+        expected = _reference_ranking(item_ids[b].tolist(), fallback_order.tolist(), min_finite)
+        finite_values = scores[b][torch.isfinite(scores[b])]
+        assert finite_values.unique().numel() == finite_values.numel()  # no ties
+        assert _finite_ranking(scores[b]) == expected
+        top = scores[b].topk(len(expected)).indices.tolist()
+        assert top == expected
+    return scores
+
+
+def test_generated_order_kept_and_fallback_fills_only_the_shortfall():
+    item_ids = torch.tensor([[5, 3, -1, 3, 8],
+                             [2, 4, 6, 7, 9],
+                             [-1, -1, -1, -1, -1],
+                             [0, 9, -1, 9, 1]])
+    fallback_order = torch.tensor([9, 2, 0, 1, 4, 3, 5, 6, 7, 8])  # includes padding 0
+    scores = _check(item_ids, 10, fallback_order, min_finite=4)
+    # User 1 generated 5 distinct items, more than min_finite: nothing is added.
+    assert torch.isfinite(scores[1]).sum() == 5
+    # Fallback items rank below every generated item.
+    assert scores[0, 2] < scores[0, 8]
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_random_cases_match_the_reference(seed):
+    generator = torch.Generator().manual_seed(seed)
+    n_items, width = 15, 6
+    item_ids = torch.randint(-1, n_items, (8, width), generator=generator)
+    fallback_order = torch.randperm(n_items - 1, generator=generator) + 1
+    min_finite = int(torch.randint(0, n_items + 3, (1,), generator=generator))
+    _check(item_ids, n_items, fallback_order, min_finite)
+
+
+def test_all_items_ranked_when_min_finite_covers_the_catalogue():
+    item_ids = torch.tensor([[4, 2], [-1, -1]])
+    scores = _check(item_ids, 6, torch.arange(1, 6), min_finite=5)
+    assert torch.all(torch.isfinite(scores[:, 1:]))
+
+
+def test_invalid_inputs_are_rejected():
+    with pytest.raises(ValueError):
+        scores_from_generated(torch.tensor([[7]]), 5, torch.arange(1, 5), 2)
+    with pytest.raises(ValueError):
+        scores_from_generated(torch.tensor([[1]]), 5, torch.tensor([1, 1, 2]), 2)
+    with pytest.raises(ValueError):
+        scores_from_generated(torch.tensor([[1]]), 5, torch.tensor([1, 5]), 2)
