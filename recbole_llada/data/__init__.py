@@ -1,0 +1,1 @@
+"""Dataset preparation (official files -> RecBole atomic files) and RecBole dataset helpers."""
