@@ -15,7 +15,12 @@ whose tests fail without it.
    trainer module sees a ``torch`` whose ``load`` defaults to ``weights_only=False``, and
    ``recbole.quick_start.load_data_and_model`` (which imports torch inside the function) runs with that
    default while it executes. ``torch.load`` everywhere else keeps the safe default.
-3. pandas 3 makes ``df[col].fillna(..., inplace=True)`` a silent no-op (copy-on-write); RecBole relies on
+3. Multi-GPU (``nproc > 1``): at test time every rank loads the best checkpoint while rank 0 may still be
+   writing it (``EOFError``/``UnpicklingError`` on the other ranks); worse, each rank names its checkpoint
+   after its own clock second, so the other ranks may look for a file that never exists. Running
+   distributed, ``Trainer.evaluate`` first waits at a barrier (rank 0's last save is complete) and takes
+   rank 0's checkpoint path.
+4. pandas 3 makes ``df[col].fillna(..., inplace=True)`` a silent no-op (copy-on-write); RecBole relies on
    it when loading atomic files, and an empty text cell then crashes dataset loading. There is no narrow
    patch for that, so we refuse pandas 3 with a clear message (``setup.py`` pins ``pandas<3``). pandas 2.2+
    warns about those very calls on every dataset load; since pandas 3 is refused, the warning says nothing
@@ -124,6 +129,22 @@ class _PatchAfterImport(importlib.abc.MetaPathFinder):
         return spec
 
 
+def _wait_for_rank0_checkpoint(evaluate: Callable) -> Callable:
+    @functools.wraps(evaluate)
+    def evaluate_after_barrier(self, eval_data, load_best_model=True, model_file=None, show_progress=False):
+        distributed = not self.config["single_spec"]
+        if distributed and load_best_model and model_file is None:
+            torch.distributed.barrier()
+            rank0_file = [self.saved_model_file]
+            torch.distributed.broadcast_object_list(rank0_file, src=0)
+            self.saved_model_file = rank0_file[0]
+        return evaluate(self, eval_data, load_best_model=load_best_model, model_file=model_file,
+                        show_progress=show_progress)
+
+    evaluate_after_barrier._waits_for_rank0 = True
+    return evaluate_after_barrier
+
+
 def check_pandas(version: str = pd.__version__) -> None:
     major = int(version.split(".")[0])
     if major >= 3:
@@ -149,6 +170,9 @@ def apply() -> None:
     ORIGINALS.setdefault("Config.compatibility_settings", Config.compatibility_settings)
     Config.compatibility_settings = _numpy2_safe_compatibility_settings
     _trust_own_checkpoints(recbole_trainer)
+    if not getattr(recbole_trainer.Trainer.evaluate, "_waits_for_rank0", False):
+        ORIGINALS.setdefault("Trainer.evaluate", recbole_trainer.Trainer.evaluate)
+        recbole_trainer.Trainer.evaluate = _wait_for_rank0_checkpoint(recbole_trainer.Trainer.evaluate)
 
     quick_start = "recbole.quick_start.quick_start"
     if quick_start in sys.modules:

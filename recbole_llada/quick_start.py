@@ -182,3 +182,33 @@ def compare(models: Sequence[str], dataset: str, config_files: Sequence[str] = (
         results.append(run(model, dataset, config_files, overrides, saved=saved))
     table_path = write_comparison([r.as_row() for r in results], dataset, Path(results_dir))
     return results, table_path
+
+
+def _run_rank(local_rank: int, model: str, dataset: str, config_files: Sequence[str],
+              overrides: Mapping[str, Any], saved: bool, queue) -> None:
+    import recbole_llada  # noqa: F401  (spawned processes start fresh: compat + registration)
+
+    result = run(model, dataset, config_files, {**overrides, "local_rank": local_rank}, saved=saved)
+    if local_rank == 0:
+        queue.put(result)
+    torch.distributed.destroy_process_group()
+
+
+def run_distributed(model: str, dataset: str, config_files: Sequence[str] = (),
+                    overrides: Mapping[str, Any] | None = None, nproc: int = 2, port: int = 29517,
+                    saved: bool = True) -> RunResult:
+    """``run`` on ``nproc`` GPUs of this machine with RecBole's DistributedDataParallel path (NCCL).
+
+    RecBole shards training batches and evaluation users over the ranks and all-reduces the metrics; rank 0's
+    result is returned.
+    """
+    import torch.multiprocessing as mp
+
+    if torch.cuda.device_count() < nproc:
+        raise UserInputError(f"--nproc={nproc} needs {nproc} GPUs, found {torch.cuda.device_count()}.")
+    overrides = dict(overrides or {})
+    overrides.setdefault("gpu_id", ",".join(str(i) for i in range(nproc)))
+    overrides.update({"nproc": nproc, "world_size": nproc, "ip": "localhost", "port": str(port), "offset": 0})
+    queue = mp.get_context("spawn").SimpleQueue()
+    mp.spawn(_run_rank, args=(model, dataset, list(config_files), overrides, saved, queue), nprocs=nproc, join=True)
+    return queue.get()

@@ -69,3 +69,29 @@ def test_apply_is_idempotent():
     finders_before = len(sys.meta_path)
     compat.apply()
     assert len(sys.meta_path) == finders_before
+
+
+def test_distributed_evaluate_waits_for_rank0_and_loads_its_checkpoint(monkeypatch):
+    import recbole.trainer.trainer as recbole_trainer
+
+    calls = []
+
+    def fake_evaluate(self, eval_data, load_best_model=True, model_file=None, show_progress=False):
+        calls.append(("load", self.saved_model_file))
+
+    def fake_broadcast(objects, src):
+        calls.append(("broadcast", src))
+        objects[0] = "saved/LLaDARec-rank0.pth"
+
+    monkeypatch.setattr(torch.distributed, "barrier", lambda: calls.append(("barrier",)))
+    monkeypatch.setattr(torch.distributed, "broadcast_object_list", fake_broadcast)
+    evaluate = compat._wait_for_rank0_checkpoint(fake_evaluate)
+    rank1 = type("Rank1Trainer", (), {"config": {"single_spec": False}, "saved_model_file": "saved/LLaDARec-rank1.pth"})()
+    evaluate(rank1, eval_data=None)
+    assert calls == [("barrier",), ("broadcast", 0), ("load", "saved/LLaDARec-rank0.pth")]
+
+    calls.clear()
+    single = type("Trainer", (), {"config": {"single_spec": True}, "saved_model_file": "saved/a.pth"})()
+    evaluate(single, eval_data=None)
+    assert calls == [("load", "saved/a.pth")]
+    assert getattr(recbole_trainer.Trainer.evaluate, "_waits_for_rank0", False)
