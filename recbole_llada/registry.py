@@ -27,6 +27,12 @@ PLUGIN_MODELS: dict[str, PluginModel] = {
     m.name: m
     for m in [
         PluginModel("FMLPRec", "recbole_llada.model.fmlp_rec"),
+        PluginModel(
+            "LLaDARec",
+            "recbole_llada.model.llada_rec",
+            dataset_class="recbole_llada.data.dataset:LLaDARecDataset",
+            trainer_class="recbole_llada.trainer:LLaDARecTrainer",
+        ),
     ]
 }
 

@@ -1,0 +1,276 @@
+"""Recommendation quality: models x seeds through quick_start.run, mean ± std next to the published figures.
+
+    python benchmarks/quality.py --dataset=Beauty --data_path=../shared/data/amazon2014 \\
+        --models=GRU4Rec,SASRec,BERT4Rec,FMLPRec,LLaDARec --seeds=3 [--key=value ...]
+
+Each model runs once per seed (first_seed, first_seed + 1, ...) through ``recbole_llada.quick_start.run``: the same
+data handling and protocol as the command line. Every other ``--key=value`` is a RecBole config override for all
+runs (e.g. ``--epochs=50`` to fit a wall-clock budget); overrides are recorded with each run.
+
+Files, in ``--results_dir`` (default benchmarks/results):
+- ``<dataset>_runs.csv``: one row per finished run (label, model, seed, test metrics, times, checkpoint, overrides,
+  commit, hardware, date, command), appended as soon as the run ends, so separate invocations (LLaDARec in one GPU
+  call, the baselines in another) accumulate in one file;
+- ``<dataset>.{md,csv}``: the summary, regenerated from all rows of the runs file after every run: ours as
+  mean ± std over seeds (the latest row wins when a label and seed ran twice), then the published figures, each
+  labelled with its source. ``--summary_only`` regenerates it without running anything.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import statistics
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+if __package__ in (None, ""):  # run as a file: make the repository root importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks.common import RESULTS_DIR, format_number, write_csv, write_markdown
+from recbole_llada.models import check_model_name
+from recbole_llada.quick_start import RunResult, parse_overrides, run
+from recbole_llada.results import markdown_table, provenance
+
+METRICS = ("recall@1", "recall@5", "recall@10", "ndcg@5", "ndcg@10")
+METRIC_TITLES = {"recall@1": "Recall@1", "recall@5": "Recall@5", "recall@10": "Recall@10", "ndcg@5": "NDCG@5",
+                 "ndcg@10": "NDCG@10"}
+DEFAULT_MODELS = ("GRU4Rec", "SASRec", "BERT4Rec", "FMLPRec", "LLaDARec")
+RUN_COLUMNS = ("label", "model", "dataset", "seed", *METRICS, "best_valid_score", "n_parameters", "train_seconds",
+               "test_seconds", "saved_model_file", "overrides", "test_result", "commit", "hardware", "date",
+               "command")
+
+
+@dataclass(frozen=True)
+class PublishedResult:
+    model: str
+    source: str
+    metrics: Mapping[str, float]  # keys from METRICS; a metric the paper does not report is absent
+
+
+_TIGER = "TIGER (Rajput et al., NeurIPS 2023), Table 1"
+_LLADA = "LLaDA-Rec (arXiv 2511.06254), Table 3"
+
+# Figures on the exact splits in ../shared (see its README): Beauty is TIGER's split, Scientific the official
+# LLaDA-Rec split. TIGER and LLaDA-Rec used item text for their semantic IDs.
+PUBLISHED: dict[str, tuple[PublishedResult, ...]] = {
+    "Beauty": (
+        PublishedResult("SASRec", _TIGER, {"recall@5": .0387, "ndcg@5": .0249, "recall@10": .0605, "ndcg@10": .0318}),
+        PublishedResult("BERT4Rec", _TIGER, {"recall@5": .0203, "ndcg@5": .0124, "recall@10": .0347,
+                                             "ndcg@10": .0170}),
+        PublishedResult("GRU4Rec", _TIGER, {"recall@5": .0164, "ndcg@5": .0099, "recall@10": .0283,
+                                            "ndcg@10": .0137}),
+        PublishedResult("TIGER", _TIGER, {"recall@5": .0454, "ndcg@5": .0321, "recall@10": .0648, "ndcg@10": .0384}),
+    ),
+    "Scientific": (
+        PublishedResult("LLaDA-Rec", _LLADA, {"recall@1": .0098, "recall@5": .0310, "recall@10": .0474,
+                                              "ndcg@5": .0203, "ndcg@10": .0256}),
+        PublishedResult("SASRec", _LLADA, {"recall@1": .0063, "recall@5": .0240, "recall@10": .0379,
+                                           "ndcg@5": .0152, "ndcg@10": .0197}),
+        PublishedResult("TIGER", _LLADA, {"recall@1": .0084, "recall@5": .0282, "recall@10": .0446,
+                                          "ndcg@5": .0183, "ndcg@10": .0236}),
+    ),
+}
+
+
+# ----- the raw per-run file ------------------------------------------------------------------------------------
+
+def runs_path(results_dir: Path, dataset: str) -> Path:
+    return Path(results_dir) / f"{dataset}_runs.csv"
+
+
+def keep_checkpoint_per_seed(saved_model_file: str | None, seed: int) -> str:
+    """Add the seed to RecBole's checkpoint name (model + time to the second), so that runs finishing within the
+    same second cannot overwrite each other's checkpoint; returns the new path ('' if nothing was saved)."""
+    if not saved_model_file or not Path(saved_model_file).is_file():
+        return ""
+    path = Path(saved_model_file)
+    return str(path.rename(path.with_name(f"{path.stem}-seed{seed}{path.suffix}")))
+
+
+def run_record(result: RunResult, label: str, overrides: Mapping[str, Any]) -> dict[str, object]:
+    info = provenance()
+    metrics = {k: float(v) for k, v in result.test_result.items()}
+    return {
+        "label": label, "model": result.model, "dataset": result.dataset, "seed": result.seed,
+        **{metric: metrics.get(metric, "") for metric in METRICS},
+        "best_valid_score": result.best_valid_score, "n_parameters": result.n_parameters,
+        "train_seconds": result.train_seconds, "test_seconds": result.test_seconds,
+        "saved_model_file": result.saved_model_file or "",
+        "overrides": json.dumps(dict(overrides), sort_keys=True, default=str),
+        "test_result": json.dumps(metrics, sort_keys=True),
+        **{key: info[key] for key in ("commit", "hardware", "date", "command")},
+    }
+
+
+def read_runs(path: Path) -> list[dict[str, str]]:
+    if not path.is_file():
+        return []
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def append_run(path: Path, record: Mapping[str, object]) -> None:
+    """Add one run; the file is rewritten whole so its header always matches RUN_COLUMNS."""
+    rows = read_runs(path) + [{key: str(record[key]) for key in RUN_COLUMNS}]
+    write_csv(path, RUN_COLUMNS, [[row.get(key, "") for key in RUN_COLUMNS] for row in rows])
+
+
+# ----- the summary ---------------------------------------------------------------------------------------------
+
+@dataclass
+class OursSummary:
+    label: str
+    seeds: list[int]
+    mean: dict[str, float]
+    std: dict[str, float | None]  # sample standard deviation; None with one seed
+    train_seconds: float
+    test_seconds: float
+    overrides: list[str]  # the distinct override sets of its runs
+
+
+def latest_per_seed(rows: Sequence[Mapping[str, str]]) -> list[Mapping[str, str]]:
+    """One row per (label, seed): the last one in file order, i.e. the latest run."""
+    latest: dict[tuple[str, str], Mapping[str, str]] = {}
+    for row in rows:
+        latest[(row["label"], row["seed"])] = row
+    return list(latest.values())
+
+
+def summarise(rows: Sequence[Mapping[str, str]]) -> list[OursSummary]:
+    """Mean and sample std per label over its seeds, labels in order of first appearance."""
+    by_label: dict[str, list[Mapping[str, str]]] = {}
+    for row in latest_per_seed(rows):
+        by_label.setdefault(row["label"], []).append(row)
+    summaries = []
+    for label, group in by_label.items():
+        mean, std = {}, {}
+        for metric in METRICS:
+            values = [float(r[metric]) for r in group if r.get(metric, "") != ""]
+            if values:
+                mean[metric] = statistics.fmean(values)
+                std[metric] = statistics.stdev(values) if len(values) > 1 else None
+        summaries.append(OursSummary(
+            label=label, seeds=sorted(int(r["seed"]) for r in group), mean=mean, std=std,
+            train_seconds=statistics.fmean(float(r["train_seconds"]) for r in group),
+            test_seconds=statistics.fmean(float(r["test_seconds"]) for r in group),
+            overrides=sorted({r["overrides"] for r in group}),
+        ))
+    return summaries
+
+
+def _mean_std(summary: OursSummary, metric: str) -> str:
+    if metric not in summary.mean:
+        return "–"
+    std = summary.std[metric]
+    return f"{summary.mean[metric]:.4f}" + ("" if std is None else f" ± {std:.4f}")
+
+
+def summary_tables(dataset: str, summaries: Sequence[OursSummary]) -> tuple[str, list[str], list[list[object]]]:
+    """(markdown table, CSV header, CSV rows) of ours followed by the published figures."""
+    published = PUBLISHED.get(dataset, ())
+    titles = [METRIC_TITLES[m] for m in METRICS]
+    md_rows: list[list[object]] = []
+    csv_rows: list[list[object]] = []
+    for s in summaries:
+        md_rows.append(["ours", s.label, f"{len(s.seeds)}", *(_mean_std(s, m) for m in METRICS),
+                        format_number(s.train_seconds), format_number(s.test_seconds)])
+        csv_rows.append(["ours", s.label, len(s.seeds), " ".join(map(str, s.seeds)),
+                         *(v for m in METRICS for v in (s.mean.get(m, ""), "" if s.std.get(m) is None
+                                                        else s.std[m])),
+                         s.train_seconds, s.test_seconds])
+    for p in published:
+        md_rows.append([f"published: {p.source}", p.model, "–",
+                        *(f"{p.metrics[m]:.4f}" if m in p.metrics else "–" for m in METRICS), "–", "–"])
+        csv_rows.append([f"published: {p.source}", p.model, "", "",
+                         *(v for m in METRICS for v in (p.metrics.get(m, ""), "")), "", ""])
+    md = markdown_table(["source", "model", "seeds", *titles, "train s", "test s"], md_rows)
+    header = ["source", "model", "n_seeds", "seeds", *(f"{m}_{stat}" for m in METRICS for stat in ("mean", "std")),
+              "train_seconds_mean", "test_seconds_mean"]
+    return md, header, csv_rows
+
+
+def write_summary(dataset: str, results_dir: Path) -> tuple[Path, Path]:
+    """Regenerate ``<dataset>.{md,csv}`` from ``<dataset>_runs.csv``."""
+    rows = read_runs(runs_path(results_dir, dataset))
+    summaries = summarise(rows)
+    md_table, header, csv_rows = summary_tables(dataset, summaries)
+    md_path, csv_path = Path(results_dir) / f"{dataset}.md", Path(results_dir) / f"{dataset}.csv"
+    write_csv(csv_path, header, csv_rows)
+    run_lines = [f"- ours, {s.label}: seeds {', '.join(map(str, s.seeds))}; overrides "
+                 + "; ".join(f"`{o}`" for o in s.overrides) for s in summaries]
+    machines = sorted({(r["commit"], r["hardware"]) for r in rows})
+    run_lines += [f"- runs made at commit `{commit}` on `{hardware}`" for commit, hardware in machines]
+    notes = "\n".join([
+        "- **ours**: this repository's code under the shared protocol (properties/overall.yaml: chronological "
+        "leave-one-out, full ranking over all items, MAX_ITEM_LIST_LENGTH history items, 20 unless overridden), "
+        "mean ± sample std over seeds; "
+        "train s and test s are mean wall-clock seconds per run.",
+        "- **published**: copied from the paper named in the source column; other code, and for TIGER and "
+        "LLaDA-Rec semantic IDs from item text. '–' = not reported.",
+        f"- raw runs: `{runs_path(results_dir, dataset).name}` (one row per model and seed).",
+        *run_lines,
+    ])
+    write_markdown(md_path, f"Test metrics on {dataset}: ours vs published",
+                   [("", md_table), ("Notes", notes)], provenance())
+    return md_path, csv_path
+
+
+# ----- running ------------------------------------------------------------------------------------------------
+
+def run_quality(models: Sequence[str], dataset: str, seeds: Sequence[int], overrides: Mapping[str, Any],
+                results_dir: Path, config_files: Sequence[str] = (), label: str | None = None) -> tuple[Path, Path]:
+    """Run every model for every seed, recording each run as it finishes; returns the summary paths."""
+    if label is not None and len(models) != 1:
+        raise ValueError("--label names the runs of a single model; run one model per invocation")
+    if "seed" in overrides:
+        raise ValueError("set seeds with --seeds/--first_seed, not --seed")
+    for model in models:
+        check_model_name(model)
+    summary = write_summary(dataset, results_dir)
+    for model in models:
+        for seed in seeds:
+            result = run(model, dataset, config_files, {**overrides, "seed": seed})
+            result.saved_model_file = keep_checkpoint_per_seed(result.saved_model_file, seed)
+            append_run(runs_path(results_dir, dataset), run_record(result, label or model, overrides))
+            summary = write_summary(dataset, results_dir)
+    return summary
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], allow_abbrev=False,
+        epilog="Any other --key=value is a RecBole config override for every run (e.g. --data_path=DIR --epochs=50).")
+    parser.add_argument("--dataset", required=True)
+    parser.add_argument("--models", default=",".join(DEFAULT_MODELS), help="comma separated model names")
+    parser.add_argument("--seeds", type=int, default=3, help="runs per model (default: 3)")
+    parser.add_argument("--first_seed", type=int, default=2024, help="seeds are first_seed, first_seed + 1, ...")
+    parser.add_argument("--label", default=None,
+                        help="name of these runs in the tables (default: the model name); one model only")
+    parser.add_argument("--config_files", default="", help="extra YAML files, comma separated (later wins)")
+    parser.add_argument("--results_dir", type=Path, default=RESULTS_DIR)
+    parser.add_argument("--summary_only", action="store_true",
+                        help="regenerate <dataset>.{md,csv} from <dataset>_runs.csv without running")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args, rest = build_parser().parse_known_args(argv)
+    if args.summary_only:
+        md_path, _ = write_summary(args.dataset, args.results_dir)
+    else:
+        overrides = parse_overrides(rest)
+        models = [m.strip() for m in args.models.split(",") if m.strip()]
+        config_files = [f for f in args.config_files.split(",") if f]
+        seeds = [args.first_seed + i for i in range(args.seeds)]
+        md_path, _ = run_quality(models, args.dataset, seeds, overrides, args.results_dir, config_files, args.label)
+    print(md_path.read_text())
+    print(f"written to {md_path.with_suffix('')}.{{md,csv}}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,438 @@
+"""Training and decoding speed of LLaDARec at the paper's Scientific scale, against SASRec and the official decode loop.
+
+Synthetic inputs of the real sizes (25,848 items with random unique SIDs, M = 4, K = 256; histories of 20 items;
+d = 256, 4 layers, 4 heads, MLP ratio 4) go through the real models, built from the same config layers as a real
+run but without loading a dataset. Measured on CUDA when present, else on CPU:
+
+- training: samples/s of LLaDARec's step as LLaDARecTrainer runs it (calculate_loss under bf16 autocast on CUDA,
+  backward, gradient clipping, AdamW) and of SASRec's as RecBole's Trainer runs it (fp32, Adam); the implied epoch
+  over Scientific's 310,977 training sequences;
+- decoding: users/s and peak memory of LLaDARec.full_sort_predict for T in {1, 2, 4} x B in {10, 20, 50}, of the
+  official-style loop (benchmarks/reference_decode.py) at T = 4, B = 50 on the same users, and of SASRec's
+  full-sort scoring; the implied time for Scientific's 50,985 test users;
+- FLOPs: analytic matmul FLOPs per decoded user / trained sample, the achieved TFLOP/s, and its share of a measured
+  dense matmul rate of the same precision.
+
+Each figure is the median of several repeats after warm-up, timed between device syncs. Writes
+``benchmarks/results/speed_<hardware>.{md,csv}`` (``speed_<hardware>-small`` with ``--small``).
+
+    python benchmarks/speed.py                 # full sizes, on the GPU
+    python benchmarks/speed.py --small         # shrunk sizes, a CPU check of the whole script
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import itertools
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+if __package__ in (None, ""):  # run as a file: make the repository root importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import torch
+from torch.nn.utils import clip_grad_norm_
+
+from benchmarks.common import (RESULTS_DIR, Timing, build_synthetic_model, encoder_flops_per_token, format_number,
+                               hardware_slug, matmul_tflops, pick_device, synthetic_batch, synthetic_dataset,
+                               time_repeated, write_csv, write_markdown)
+from benchmarks.reference_decode import reference_full_sort_predict
+from recbole_llada.results import markdown_table, provenance
+
+
+@dataclass(frozen=True)
+class SASRecVariant:
+    name: str
+    hidden_size: int
+    inner_size: int
+    n_layers: int
+    n_heads: int
+
+
+@dataclass(frozen=True)
+class SpeedSetup:
+    n_items: int = 25_848
+    n_digits: int = 4
+    codebook_size: int = 256
+    history_len: int = 20
+    d_model: int = 256
+    n_layers: int = 4
+    n_heads: int = 4
+    mlp_ratio: int = 4
+    train_batch_size: int = 1024
+    train_sequences: int = 310_977  # Scientific: 412,947 interactions - 2 x 50,985 held out (valid, test)
+    test_users: int = 50_985
+    decode_users: int = 2048  # users per full_sort_predict call: the protocol's eval_batch_size
+    decode_batch_size: int = 256  # users per decoding forward (LLaDARec.yaml)
+    gen_steps_grid: tuple[int, ...] = (1, 2, 4)
+    beams_grid: tuple[int, ...] = (10, 20, 50)
+    reference_gen_steps: int = 4
+    reference_beams: int = 50
+    sasrec_variants: tuple[SASRecVariant, ...] = (
+        SASRecVariant("SASRec", hidden_size=64, inner_size=256, n_layers=2, n_heads=2),  # RecBole's defaults
+        SASRecVariant("SASRec d=256", hidden_size=256, inner_size=1024, n_layers=2, n_heads=2),
+    )
+    sasrec_batch_size: int = 256  # the protocol's train_batch_size for baselines
+    train_steps: int = 10  # optimizer steps per timed repeat
+    warmup: int = 1
+    repeats: int = 3
+    matmul_size: int = 8192
+    run_reference: bool = True
+    run_sasrec: bool = True
+
+    @property
+    def seq_len(self) -> int:
+        return (self.history_len + 1) * self.n_digits
+
+    @property
+    def vocab_size(self) -> int:
+        return self.n_digits * self.codebook_size + 2  # padding + codes + [MASK]
+
+    def describe(self) -> str:
+        return (f"{self.n_items:,} items, random unique SIDs of M={self.n_digits} x K={self.codebook_size}; "
+                f"history {self.history_len} items (N={self.seq_len} tokens); LLaDARec d={self.d_model}, "
+                f"{self.n_layers} layers, {self.n_heads} heads, MLP ratio {self.mlp_ratio}; "
+                f"{self.decode_users} users per full_sort_predict call, {self.decode_batch_size} per decoding "
+                f"forward; median of {self.repeats} repeats after {self.warmup} warm-up")
+
+
+SMALL = SpeedSetup(
+    n_items=2000, codebook_size=16, history_len=5, d_model=32, n_layers=2, n_heads=2, mlp_ratio=2,
+    train_batch_size=32, decode_users=16, decode_batch_size=8,
+    sasrec_variants=(SASRecVariant("SASRec", 16, 32, 1, 1), SASRecVariant("SASRec d=32", 32, 64, 1, 1)),
+    sasrec_batch_size=32, train_steps=3, matmul_size=512,
+)
+
+
+@dataclass
+class SpeedRow:
+    task: str  # "train" or "decode"
+    model: str
+    setting: str
+    precision: str
+    n_parameters: int
+    batch: int  # samples per optimizer step, or users per full_sort_predict call
+    median_s: float  # per optimizer step (train) or per call (decode)
+    throughput: float  # samples/s (train) or users/s (decode)
+    full_run_s: float  # one epoch (train) or the whole test set (decode)
+    peak_memory_gib: float | None = None
+    gflop_per_unit: float | None = None  # per trained sample or per decoded user
+    tflops: float | None = None
+    matmul_peak_share: float | None = None  # tflops / measured matmul rate of the same precision
+
+
+@dataclass
+class SpeedReport:
+    setup: SpeedSetup
+    device: torch.device
+    matmul_rates: dict[str, float]  # precision -> measured dense matmul TFLOP/s
+    rows: list[SpeedRow] = field(default_factory=list)
+
+    def find(self, task: str, model: str, setting: str) -> SpeedRow | None:
+        return next((r for r in self.rows if (r.task, r.model, r.setting) == (task, model, setting)), None)
+
+
+OURS = "LLaDARec (ours)"
+REFERENCE = "LLaDARec (official loop)"
+
+
+def decode_setting(gen_steps: int, num_beams: int) -> str:
+    return f"T={gen_steps} B={num_beams}"
+
+
+def llada_overrides(setup: SpeedSetup) -> dict:
+    return {"hidden_size": setup.d_model, "n_layers": setup.n_layers, "n_heads": setup.n_heads,
+            "mlp_ratio": setup.mlp_ratio, "sid_n_heads": setup.n_digits, "sid_codebook_size": setup.codebook_size,
+            "MAX_ITEM_LIST_LENGTH": setup.history_len, "train_batch_size": setup.train_batch_size,
+            "decode_batch_size": setup.decode_batch_size, "gen_steps": setup.n_digits}
+
+
+def count_parameters(model: torch.nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+def bf16_autocast(device: torch.device):
+    """What LLaDARecTrainer uses: bf16 autocast on CUDA, nothing elsewhere."""
+    if device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def fast_precision(device: torch.device) -> str:
+    return "bf16 autocast" if device.type == "cuda" else "fp32"
+
+
+def time_training(step: Callable[[dict], None], batches: list[dict], setup: SpeedSetup,
+                  device: torch.device) -> Timing:
+    """Timing of blocks of setup.train_steps optimizer steps, cycling over pre-built batches; per block."""
+    batch_cycle = itertools.cycle(batches)
+
+    def block() -> None:
+        for _ in range(setup.train_steps):
+            step(next(batch_cycle))
+
+    return time_repeated(block, device, warmup=setup.warmup, repeats=setup.repeats)
+
+
+def train_row(report: SpeedReport, model_name: str, setting: str, precision: str, model: torch.nn.Module,
+              batch_size: int, timing: Timing, flop_per_sample: float | None) -> SpeedRow:
+    setup = report.setup
+    step_s = timing.median / setup.train_steps
+    samples_per_s = batch_size / step_s
+    row = SpeedRow(task="train", model=model_name, setting=setting, precision=precision,
+                   n_parameters=count_parameters(model), batch=batch_size, median_s=step_s,
+                   throughput=samples_per_s, full_run_s=setup.train_sequences / samples_per_s,
+                   peak_memory_gib=timing.peak_memory_gib)
+    return with_flops(row, report, flop_per_sample)
+
+
+def decode_row(report: SpeedReport, model_name: str, setting: str, precision: str, model: torch.nn.Module,
+               timing: Timing, flop_per_user: float | None) -> SpeedRow:
+    setup = report.setup
+    users_per_s = setup.decode_users / timing.median
+    row = SpeedRow(task="decode", model=model_name, setting=setting, precision=precision,
+                   n_parameters=count_parameters(model), batch=setup.decode_users, median_s=timing.median,
+                   throughput=users_per_s, full_run_s=setup.test_users / users_per_s,
+                   peak_memory_gib=timing.peak_memory_gib)
+    return with_flops(row, report, flop_per_user)
+
+
+def with_flops(row: SpeedRow, report: SpeedReport, flop_per_unit: float | None) -> SpeedRow:
+    if flop_per_unit is None:
+        return row
+    tflops = flop_per_unit * row.throughput / 1e12
+    rate = report.matmul_rates.get("bf16" if row.precision.startswith("bf16") else "fp32")
+    return dataclasses.replace(row, gflop_per_unit=flop_per_unit / 1e9, tflops=tflops,
+                               matmul_peak_share=tflops / rate if rate else None)
+
+
+def _encoder_flops_per_sequence(setup: SpeedSetup) -> float:
+    return setup.seq_len * encoder_flops_per_token(setup.d_model, setup.n_layers, setup.mlp_ratio, setup.seq_len)
+
+
+def decode_flops_per_user(setup: SpeedSetup, gen_steps: int, num_beams: int, official: bool) -> float:
+    """Matmul FLOPs of decoding one user.
+
+    Ours runs the first step on one sequence per user (all beams start as the same empty SID) and the output
+    head only on the M target positions and each head's own K codes; the official loop forwards all num_beams
+    copies at every step and the full-vocabulary head at every position.
+    """
+    encoder = _encoder_flops_per_sequence(setup)
+    if official:
+        head = 2 * setup.d_model * setup.seq_len * setup.vocab_size
+        return gen_steps * num_beams * (encoder + head)
+    head = 2 * setup.d_model * setup.n_digits * setup.codebook_size
+    return (1 + (gen_steps - 1) * num_beams) * (encoder + head)
+
+
+def train_flops_per_sample(setup: SpeedSetup) -> float:
+    """Matmul FLOPs of one training sample: two corrupted sequences through the encoder, the full-vocabulary
+    head on the M target positions (next-item loss) and on all N positions (history loss); backward = 2 x forward."""
+    forward = 2 * _encoder_flops_per_sequence(setup) \
+        + 2 * setup.d_model * (setup.n_digits + setup.seq_len) * setup.vocab_size
+    return 3 * forward
+
+
+def measure_llada(report: SpeedReport, generator: torch.Generator) -> None:
+    setup, device = report.setup, report.device
+    dataset = synthetic_dataset(setup.n_items, setup.n_digits, setup.codebook_size, setup.train_sequences, generator)
+    model, config = build_synthetic_model("LLaDARec", dataset, llada_overrides(setup), device)
+
+    # Training, as LLaDARecTrainer._train_epoch does it (the LR schedule's per-step update is negligible).
+    optimizer = torch.optim.AdamW(model.parameters(), lr=config["learning_rate"],
+                                  weight_decay=config["weight_decay"])
+    batches = [synthetic_batch(model, setup.train_batch_size, setup.history_len, setup.n_items, generator, device)
+               for _ in range(4)]
+
+    def step(batch: dict) -> None:
+        optimizer.zero_grad(set_to_none=True)
+        with bf16_autocast(device):
+            loss = model.calculate_loss(batch)
+        loss.backward()
+        clip_grad_norm_(model.parameters(), config["max_grad_norm"])
+        optimizer.step()
+
+    model.train()
+    timing = time_training(step, batches, setup, device)
+    report.rows.append(train_row(report, OURS, f"batch {setup.train_batch_size}", fast_precision(device), model,
+                                 setup.train_batch_size, timing, train_flops_per_sample(setup)))
+    del optimizer, batches
+
+    model.eval()
+    users = synthetic_batch(model, setup.decode_users, setup.history_len, setup.n_items, generator, device)
+    grid = [(steps, beams) for steps in setup.gen_steps_grid for beams in setup.beams_grid]
+    if setup.run_reference and (setup.reference_gen_steps, setup.reference_beams) not in grid:
+        grid.append((setup.reference_gen_steps, setup.reference_beams))
+    for gen_steps, num_beams in grid:
+        model.gen_steps, model.eval_num_beams = gen_steps, num_beams
+        with torch.no_grad():
+            timing = time_repeated(lambda: model.full_sort_predict(users), device, setup.warmup, setup.repeats)
+        report.rows.append(decode_row(report, OURS, decode_setting(gen_steps, num_beams), fast_precision(device),
+                                      model, timing, decode_flops_per_user(setup, gen_steps, num_beams, False)))
+
+    if setup.run_reference:
+        gen_steps, num_beams = setup.reference_gen_steps, setup.reference_beams
+        timing = time_repeated(
+            lambda: reference_full_sort_predict(model, users, num_beams, gen_steps, setup.decode_batch_size),
+            device, setup.warmup, setup.repeats)
+        report.rows.append(decode_row(report, REFERENCE, decode_setting(gen_steps, num_beams), "fp32", model,
+                                      timing, decode_flops_per_user(setup, gen_steps, num_beams, True)))
+
+
+def measure_sasrec(report: SpeedReport, variant: SASRecVariant, generator: torch.Generator) -> None:
+    setup, device = report.setup, report.device
+    dataset = synthetic_dataset(setup.n_items, setup.n_digits, setup.codebook_size, 1, generator)
+    overrides = {"hidden_size": variant.hidden_size, "inner_size": variant.inner_size,
+                 "n_layers": variant.n_layers, "n_heads": variant.n_heads,
+                 "MAX_ITEM_LIST_LENGTH": setup.history_len}
+    model, config = build_synthetic_model("SASRec", dataset, overrides, device)
+    setting = f"d={variant.hidden_size}, layers={variant.n_layers}"
+
+    # RecBole's Trainer: Adam, fp32, no gradient clipping by default.
+    optimizer = torch.optim.Adam(model.parameters(), lr=config["learning_rate"])
+    batches = [synthetic_batch(model, setup.sasrec_batch_size, setup.history_len, setup.n_items, generator, device)
+               for _ in range(4)]
+
+    def step(batch: dict) -> None:
+        optimizer.zero_grad(set_to_none=True)
+        model.calculate_loss(batch).backward()
+        optimizer.step()
+
+    model.train()
+    timing = time_training(step, batches, setup, device)
+    report.rows.append(train_row(report, variant.name, setting, "fp32", model, setup.sasrec_batch_size, timing,
+                                 None))
+    del optimizer, batches
+
+    model.eval()
+    users = synthetic_batch(model, setup.decode_users, setup.history_len, setup.n_items, generator, device)
+    with torch.no_grad():
+        timing = time_repeated(lambda: model.full_sort_predict(users), device, setup.warmup, setup.repeats)
+    report.rows.append(decode_row(report, variant.name, setting, "fp32", model, timing, None))
+
+
+def measure_matmul_rates(setup: SpeedSetup, device: torch.device) -> dict[str, float]:
+    rates = {"fp32": matmul_tflops(device, torch.float32, setup.matmul_size)}
+    if device.type == "cuda":
+        rates["bf16"] = matmul_tflops(device, torch.bfloat16, setup.matmul_size)
+    return rates
+
+
+def run_speed(setup: SpeedSetup, device: torch.device, seed: int = 2024) -> SpeedReport:
+    torch.manual_seed(seed)
+    generator = torch.Generator().manual_seed(seed)
+    report = SpeedReport(setup=setup, device=device, matmul_rates=measure_matmul_rates(setup, device))
+    measure_llada(report, generator)
+    if setup.run_sasrec:
+        for variant in setup.sasrec_variants:
+            measure_sasrec(report, variant, generator)
+    return report
+
+
+# ----- result files ------------------------------------------------------------------------------------------
+
+CSV_HEADER = [f.name for f in dataclasses.fields(SpeedRow)]
+
+
+def speedup(report: SpeedReport) -> float | None:
+    setting = decode_setting(report.setup.reference_gen_steps, report.setup.reference_beams)
+    ours, reference = report.find("decode", OURS, setting), report.find("decode", REFERENCE, setting)
+    if ours is None or reference is None:
+        return None
+    return ours.throughput / reference.throughput
+
+
+def _pct(share: float | None) -> str:
+    return "–" if share is None else f"{100 * share:.1f}%"
+
+
+def _gib(value: float | None) -> str:
+    return "–" if value is None else f"{value:.2f}"
+
+
+def markdown_sections(report: SpeedReport) -> list[tuple[str, str]]:
+    setup = report.setup
+    train_rows = [r for r in report.rows if r.task == "train"]
+    decode_rows = [r for r in report.rows if r.task == "decode"]
+    train_table = markdown_table(
+        ["model", "setting", "precision", "params", "batch", "ms/step", "samples/s",
+         f"epoch of {setup.train_sequences:,} (s)", "peak GiB", "GFLOP/sample", "TFLOP/s", "of matmul peak"],
+        [[r.model, r.setting, r.precision, f"{r.n_parameters:,}", r.batch, format_number(1e3 * r.median_s),
+          format_number(r.throughput), format_number(r.full_run_s), _gib(r.peak_memory_gib),
+          format_number(r.gflop_per_unit), format_number(r.tflops), _pct(r.matmul_peak_share)]
+         for r in train_rows])
+    decode_table = markdown_table(
+        ["model", "setting", "precision", "users/call", "s/call", "users/s", f"{setup.test_users:,} users (s)",
+         "peak GiB", "GFLOP/user", "TFLOP/s", "of matmul peak"],
+        [[r.model, r.setting, r.precision, r.batch, format_number(r.median_s), format_number(r.throughput),
+          format_number(r.full_run_s), _gib(r.peak_memory_gib), format_number(r.gflop_per_unit),
+          format_number(r.tflops), _pct(r.matmul_peak_share)]
+         for r in decode_rows])
+    ratio = speedup(report)
+    setting = decode_setting(setup.reference_gen_steps, setup.reference_beams)
+    summary = (f"**Speed-up of our decoding over the official-style loop at {setting}, same users, same run: "
+               f"{ratio:.2f}x**" if ratio is not None else "The official-style loop was not measured.")
+    rates = ", ".join(f"{precision} {format_number(rate)} TFLOP/s" for precision, rate in report.matmul_rates.items())
+    notes = "\n".join([
+        f"- Setup: {setup.describe()}.",
+        f"- Measured dense matmul rate ({setup.matmul_size}^3): {rates}; 'of matmul peak' divides the achieved "
+        "TFLOP/s by the rate of the row's precision. fp32 matmuls may use TF32: "
+        f"{torch.backends.cuda.matmul.allow_tf32}.",
+        "- FLOPs are analytic matmul FLOPs (per token and layer 2 x weights + 4 N d for attention, plus the output "
+        "head where it is computed; backward = 2 x forward). Ours decodes 1 + (T-1) B sequences per user (the "
+        "first step has a single beam) with the head on the M target positions' own codes only; the official "
+        "loop decodes T B sequences with the full-vocabulary head at all N positions. SASRec rows have no FLOP "
+        "count.",
+        "- The official loop (benchmarks/reference_decode.py) runs in fp32, forwards all B beams at every step, "
+        "ranks with softmax over the full vocabulary and restricts codes per position; its timing includes the "
+        "same SID-to-item mapping and full-sort scores as ours.",
+        "- Training of LLaDARec: calculate_loss (both corruptions in one forward) + backward + gradient clipping + "
+        "AdamW, as LLaDARecTrainer; SASRec: CE loss + backward + Adam in fp32, as RecBole's Trainer.",
+    ])
+    return [("", summary), ("Training", train_table), ("Decoding (full-sort recommendation)", decode_table),
+            ("Notes", notes)]
+
+
+def write_speed(report: SpeedReport, out_dir: Path, slug: str) -> tuple[Path, Path]:
+    md_path, csv_path = out_dir / f"speed_{slug}.md", out_dir / f"speed_{slug}.csv"
+    write_csv(csv_path, CSV_HEADER, [[getattr(r, name) for name in CSV_HEADER] for r in report.rows])
+    write_markdown(md_path, f"Speed of LLaDARec on {slug}", markdown_sections(report), provenance())
+    return md_path, csv_path
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--small", action="store_true", help="shrunk sizes: a quick CPU check of the script")
+    parser.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
+    parser.add_argument("--out_dir", type=Path, default=RESULTS_DIR, help="where the .md and .csv go")
+    parser.add_argument("--decode_users", type=int, default=None, help="users per full_sort_predict call")
+    parser.add_argument("--decode_batch_size", type=int, default=None, help="users per decoding forward")
+    parser.add_argument("--repeats", type=int, default=None, help="timed repeats per measurement")
+    parser.add_argument("--train_steps", type=int, default=None, help="optimizer steps per timed repeat")
+    parser.add_argument("--no_reference", action="store_true", help="skip the official-style decode loop")
+    parser.add_argument("--no_sasrec", action="store_true", help="skip the SASRec reference point")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    setup = SMALL if args.small else SpeedSetup()
+    changes = {"decode_users": args.decode_users, "decode_batch_size": args.decode_batch_size,
+               "repeats": args.repeats, "train_steps": args.train_steps}
+    setup = dataclasses.replace(setup, **{k: v for k, v in changes.items() if v is not None},
+                                run_reference=not args.no_reference, run_sasrec=not args.no_sasrec)
+    device = pick_device(args.device)
+    report = run_speed(setup, device)
+    slug = hardware_slug(device) + ("-small" if args.small else "")
+    md_path, _ = write_speed(report, args.out_dir, slug)
+    print(md_path.read_text())
+    print(f"written to {md_path.with_suffix('')}.{{md,csv}}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,66 @@
+"""LLaDARecDataset: RecBole's SequentialDataset plus every item's semantic ID.
+
+Interactions are loaded, filtered, remapped and split by RecBole exactly as for the baselines; this class only
+adds ``item_sid`` (LongTensor [n_items, M], aligned to RecBole's internal item ids, row 0 = padding) once
+the split is known, because the tokenizer may only be fitted on items of the training split.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import torch
+from recbole.data.dataset import SequentialDataset
+
+from recbole_llada.sid.build import SIDConfig, SIDReport, build_semantic_ids
+
+logger = logging.getLogger(__name__)
+
+
+class LLaDARecDataset(SequentialDataset):
+    item_sid: torch.Tensor
+    sid_report: SIDReport
+
+    def build(self):
+        splits = super().build()
+        train = splits[0]
+        item_sid, report = self._semantic_ids(self._training_items(train))
+        for dataset in (self, *splits):
+            dataset.item_sid = item_sid
+            dataset.sid_report = report
+            dataset.sid_to_item = {tuple(codes): item for item, codes in enumerate(item_sid.tolist()) if item}
+        return splits
+
+    def _training_items(self, train: SequentialDataset) -> np.ndarray:
+        """Mask over internal item ids: items seen in the training split (targets or histories)."""
+        seen = np.zeros(self.item_num, dtype=bool)
+        seen[train.inter_feat[self.iid_field].numpy()] = True
+        seen[train.inter_feat[self.item_id_list_field].numpy().ravel()] = True
+        seen[0] = False
+        return seen
+
+    def _semantic_ids(self, train_item_mask: np.ndarray) -> tuple[torch.Tensor, SIDReport]:
+        cfg = SIDConfig.from_config(self.config)
+        item_ids = list(self.field2id_token[self.iid_field])
+        texts = None
+        if cfg.item_embedding == "text":
+            from recbole_llada.sid.text import read_item_texts
+
+            item_file = Path(self.dataset_path) / f"{self.dataset_name}.item"
+            if not item_file.is_file():
+                raise ValueError(
+                    f"item_embedding: text needs item text, but {item_file} does not exist. Use "
+                    "item_embedding: collaborative (SASRec item embeddings trained on the training split) "
+                    "or item_embedding: file with sid_embedding_file / sid_embedding_ids_file."
+                )
+            texts = read_item_texts(item_file, self.iid_field, cfg.text_fields)
+        embeddings = None
+        if cfg.item_embedding == "collaborative":
+            from recbole_llada.sid.collaborative import train_collaborative_embeddings
+
+            embeddings = train_collaborative_embeddings(self.config, self)
+        result = build_semantic_ids(cfg, item_ids, train_item_mask, texts=texts, embeddings=embeddings)
+        logger.info("semantic IDs for %s:\n%s", self.dataset_name, result.report.format())
+        return result.item_sid, result.report

@@ -1,0 +1,393 @@
+"""The SID pipeline: item embeddings -> PCA whitening -> quantizer -> unique SIDs, cached, with a report.
+
+RecBole-free: the dataset adapter passes the item ids in RecBole's internal order, the training-item mask and
+either the item texts or an embedding matrix, and gets back one row of M codes per internal item id.
+
+Config keys (RecBole-style, read by ``SIDConfig.from_config``; "(official)" marks the official LLaDA-Rec value):
+
+==========================  =========================================================================
+item_embedding              "text" (default) | "file" | "collaborative" (pass SASRec embeddings in)
+text_fields                 .item fields joined into the item text, in order (read by the dataset
+                            adapter); null: every field but the item id
+text_encoder                "all-MiniLM-L6-v2" (default, packaged, offline) or a sentence-transformers
+                            name/path, e.g. "sentence-t5-base" (official; needs internet once)
+sid_encode_batch_size       256
+sid_embedding_file          .npy matrix [n, dim] for item_embedding: file
+sid_embedding_ids_file      its row ids, one item id per line
+sid_pca_dim                 128 (official); <= 0 keeps the raw embedding
+sid_tokenizer               "mh_vqvae" (default, the paper's) | "rq_vae" | "rq_kmeans" | "opq"
+sid_n_heads                 M = 4 (official)
+sid_codebook_size           K = 256 (official)
+sid_code_dim                d = 32 (official): per-head latent size (RQ-VAE: the latent size)
+sid_hidden_sizes            [512, 256] (official)
+sid_epochs                  null = auto: 10000 (official) on a GPU, where 25k items take about a
+                            minute; 200 on CPU, which keeps ml-100k under a minute on 2 cores
+sid_lr / sid_weight_decay   1e-3 / 1e-4 (official, AdamW)
+sid_batch_size              2048 (official)
+sid_beta                    0.25 (official commitment weight)
+sid_kmeans_init             true (official) / sid_kmeans_iters 100 (official)
+sid_sinkhorn_epsilon        0.003 (official; <= 0 turns Sinkhorn balancing of the last head off)
+sid_sinkhorn_iters          10 (official) / sid_sinkhorn_rounds 30 (official collision passes)
+sid_check_every             50 (official): epochs between collision checks for checkpoint choice
+sid_opq_iters               10: OPQ rotation updates
+sid_collab_epochs           50: SASRec epochs for item_embedding: collaborative (early stopping applies)
+sid_collab_hidden_size      128: SASRec embedding size (keep sid_pca_dim <= it)
+sid_seed                    falls back to RecBole's "seed", then 2024
+sid_cache_dir               "saved/sid_cache"; empty or null turns caching off
+sid_device                  falls back to RecBole's "device", then cuda if available
+sid_show_progress           falls back to RecBole's "show_progress", then true
+==========================  =========================================================================
+
+A key present with value null means "default" (except ``sid_cache_dir``, where it turns caching off).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import math
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from recbole_llada.sid.cache import ArrayCache, fingerprint
+from recbole_llada.sid.embed import DEFAULT_TEXT_ENCODER, encode_texts, load_embedding_file, pca_whiten
+from recbole_llada.sid.quantizers import (KMeansQuantizerConfig, MultiHeadVQVAEQuantizer, OPQQuantizer, Quantizer,
+                                          ResidualKMeansQuantizer, ResidualVQVAEQuantizer, VAEConfig,
+                                          count_collisions)
+from recbole_llada.sid.unique import make_unique
+
+logger = logging.getLogger(__name__)
+
+PAD_TOKEN = "[PAD]"
+PADDING_CODE = -1  # row 0 of item_sid: never a valid code, so misuse fails loudly instead of aliasing code 0
+PIPELINE_VERSION = 1  # bump when a code change alters results, so old cache entries stop matching
+GPU_EPOCHS = 10000  # the official setting
+CPU_EPOCHS = 200  # keeps the offline default on ml-100k under a minute on 2 CPU cores
+EMBEDDING_SOURCES = ("text", "file", "collaborative")
+TOKENIZERS = ("mh_vqvae", "rq_vae", "rq_kmeans", "opq")
+_UNPREFIXED = {"item_embedding": "item_embedding", "text_fields": "text_fields", "text_encoder": "text_encoder"}
+_FALLBACK_KEYS = {"seed": "seed", "device": "device", "show_progress": "show_progress"}
+
+
+@dataclass
+class SIDConfig:
+    """Everything that shapes the SIDs; see the module docstring for the config key of each field."""
+
+    item_embedding: str = "text"
+    text_fields: list[str] | None = None
+    text_encoder: str = DEFAULT_TEXT_ENCODER
+    encode_batch_size: int = 256
+    embedding_file: str | None = None
+    embedding_ids_file: str | None = None
+    pca_dim: int = 128
+    tokenizer: str = "mh_vqvae"
+    n_heads: int = 4
+    codebook_size: int = 256
+    code_dim: int = 32
+    hidden_sizes: tuple[int, ...] = (512, 256)
+    epochs: int | None = None  # None: CPU_EPOCHS on CPU, GPU_EPOCHS on CUDA (resolved by resolved_epochs)
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    batch_size: int = 2048
+    beta: float = 0.25
+    kmeans_init: bool = True
+    kmeans_iters: int = 100
+    sinkhorn_epsilon: float = 0.003
+    sinkhorn_iters: int = 10
+    sinkhorn_rounds: int = 30
+    check_every: int = 50
+    opq_iters: int = 10
+    collab_epochs: int = 50
+    collab_hidden_size: int = 128
+    seed: int = 2024
+    cache_dir: str | None = "saved/sid_cache"
+    device: str | None = None
+    show_progress: bool = True
+
+    def __post_init__(self) -> None:
+        if self.item_embedding not in EMBEDDING_SOURCES:
+            raise ValueError(f"item_embedding must be one of {EMBEDDING_SOURCES}, got {self.item_embedding!r}")
+        if self.tokenizer not in TOKENIZERS:
+            raise ValueError(f"sid_tokenizer must be one of {TOKENIZERS}, got {self.tokenizer!r}")
+        if self.item_embedding == "file" and not (self.embedding_file and self.embedding_ids_file):
+            raise ValueError("item_embedding 'file' needs sid_embedding_file and sid_embedding_ids_file")
+        self.hidden_sizes = tuple(int(size) for size in self.hidden_sizes)
+
+    @staticmethod
+    def config_key(field_name: str) -> str:
+        return _UNPREFIXED.get(field_name, f"sid_{field_name}")
+
+    @classmethod
+    def from_config(cls, config: Any) -> "SIDConfig":
+        """Read the keys above from a mapping or a RecBole ``Config``; unknown ``sid_*`` keys are an error."""
+        values: Mapping[str, Any] = getattr(config, "final_config_dict", config)
+        known = {cls.config_key(spec.name): spec for spec in fields(cls)}
+        unknown = sorted(key for key in values if str(key).startswith("sid_") and key not in known)
+        if unknown:
+            raise ValueError(f"unknown SID config keys {unknown}; known keys: {sorted(known)}")
+        kwargs: dict[str, Any] = {}
+        for key, spec in known.items():
+            if key in values:
+                value = values[key]
+            elif spec.name in _FALLBACK_KEYS and _FALLBACK_KEYS[spec.name] in values:
+                value = values[_FALLBACK_KEYS[spec.name]]
+            else:
+                continue
+            if value is None and spec.name != "cache_dir":
+                continue
+            kwargs[spec.name] = None if value is None else _coerce(key, value, str(spec.type))
+        return cls(**kwargs)
+
+
+def _coerce(key: str, value: Any, annotation: str) -> Any:
+    """Convert a YAML/command-line value to the field's type (e.g. "1e-4" -> 1e-4, "[512,256]" -> (512, 256))."""
+    try:
+        if annotation.startswith(("tuple", "list")):
+            if isinstance(value, str):
+                value = [part for part in value.strip("[]()").replace(",", " ").split() if part]
+            items = [str(item).strip("'\"") for item in value]
+            return tuple(int(item) for item in items) if annotation.startswith("tuple") else items
+        if annotation.startswith("bool"):
+            if isinstance(value, str):
+                if value.lower() not in ("true", "false"):
+                    raise ValueError(value)
+                return value.lower() == "true"
+            return bool(value)
+        if annotation.startswith("int"):
+            return int(value)
+        if annotation.startswith("float"):
+            return float(value)
+        return str(value)
+    except (TypeError, ValueError) as error:
+        raise ValueError(f"config key {key}: cannot read {value!r} as {annotation}") from error
+
+
+def resolved_epochs(cfg: SIDConfig, device: str) -> int:
+    """``cfg.epochs``, or the device's default when it is None."""
+    if cfg.epochs is not None:
+        return cfg.epochs
+    return GPU_EPOCHS if torch.device(device).type == "cuda" else CPU_EPOCHS
+
+
+def make_quantizer(cfg: SIDConfig, device: str) -> Quantizer:
+    """The quantizer named by ``cfg.tokenizer``, configured from ``cfg``."""
+    if cfg.tokenizer in ("mh_vqvae", "rq_vae"):
+        vae = VAEConfig(**quantizer_hyperparameters(cfg, device), device=device)
+        quantizer_class = MultiHeadVQVAEQuantizer if cfg.tokenizer == "mh_vqvae" else ResidualVQVAEQuantizer
+        return quantizer_class(vae, show_progress=cfg.show_progress)
+    kmeans_cfg = KMeansQuantizerConfig(**quantizer_hyperparameters(cfg, device), device=device)
+    return ResidualKMeansQuantizer(kmeans_cfg) if cfg.tokenizer == "rq_kmeans" else OPQQuantizer(kmeans_cfg)
+
+
+def quantizer_hyperparameters(cfg: SIDConfig, device: str) -> dict[str, Any]:
+    """The fields of ``cfg`` the chosen quantizer reads (so the cache key ignores the others)."""
+    target = VAEConfig if cfg.tokenizer in ("mh_vqvae", "rq_vae") else KMeansQuantizerConfig
+    names = {spec.name for spec in fields(target)} & {spec.name for spec in fields(SIDConfig)} - {"device"}
+    values = {name: getattr(cfg, name) for name in sorted(names)}
+    if "epochs" in values:
+        values["epochs"] = resolved_epochs(cfg, device)
+    return values
+
+
+@dataclass
+class SIDReport:
+    """What building the SIDs did. On a cache hit the numbers are the original build's, plus ``cache_load``."""
+
+    n_items: int
+    n_train_items: int
+    embedding_dim: int  # quantizer input dim, after PCA
+    tokenizer: str
+    n_heads: int
+    codebook_size: int
+    collisions_before: int  # N - distinct SIDs straight out of the quantizer
+    collisions_after_rebalance: int  # after the official Sinkhorn pass (= before, for k-means tokenizers)
+    collisions_after: int  # after make_unique: always 0
+    n_moved: int
+    code_usage: list[int]  # distinct codes used per head
+    perplexity: list[float]  # exp(entropy) of each head's code distribution (max K)
+    reconstruction_error: float  # mean squared error per embedding dimension, all items
+    epochs: int = 0
+    best_epoch: int = 0
+    stage_seconds: dict[str, float] = field(default_factory=dict)
+    cache_hits: dict[str, bool] = field(default_factory=dict)
+
+    def format(self) -> str:
+        lines = [
+            f"Semantic IDs: {self.n_items} items ({self.n_train_items} in training), tokenizer {self.tokenizer}, "
+            f"M={self.n_heads} heads x K={self.codebook_size} codes, input dim {self.embedding_dim}",
+            f"collisions: {self.collisions_before} from the quantizer -> {self.collisions_after_rebalance} after "
+            f"Sinkhorn re-assignment -> {self.collisions_after} after make_unique ({self.n_moved} items moved)",
+            f"reconstruction MSE: {self.reconstruction_error:.4f}"
+            + (f" (checkpoint of epoch {self.best_epoch} of {self.epochs})" if self.epochs else ""),
+            "",
+            f"{'head':>4} | {'distinct codes':>14} | {'perplexity':>10}",
+        ]
+        for head, (usage, perplexity) in enumerate(zip(self.code_usage, self.perplexity), start=1):
+            lines.append(f"{head:>4} | {usage:>14} | {perplexity:>10.1f}")
+        lines += ["", f"{'stage':<12} | {'seconds':>8}"]
+        lines += [f"{stage:<12} | {seconds:>8.2f}" for stage, seconds in self.stage_seconds.items()]
+        hits = ", ".join(f"{name} {'hit' if hit else 'miss'}" for name, hit in self.cache_hits.items())
+        lines.append(f"cache: {hits or 'off'}")
+        return "\n".join(lines)
+
+
+@dataclass
+class SIDResult:
+    item_sid: Tensor  # LongTensor [n_items, M]; row 0 (padding) is PADDING_CODE (-1) in every head
+    report: SIDReport
+
+
+def build_semantic_ids(cfg: SIDConfig, item_ids: list[str], train_item_mask: np.ndarray,
+                       texts: Mapping[str, str] | None = None, embeddings: np.ndarray | None = None) -> SIDResult:
+    """Distinct SIDs for every item, the quantizer fitted on training items only.
+
+    ``item_ids`` is RecBole's internal order with ``item_ids[0] == "[PAD]"``; ``train_item_mask`` (same length)
+    marks items seen in training. Item vectors come from ``embeddings`` when given (``[n_items, dim]`` aligned
+    with ``item_ids``; required for ``item_embedding: collaborative``), else from ``texts`` (item id -> text) or
+    the embedding file, per ``cfg.item_embedding``.
+    """
+    start = time.perf_counter()
+    if not item_ids or item_ids[0] != PAD_TOKEN:
+        raise ValueError(f"item_ids must start with the padding item {PAD_TOKEN!r} (RecBole's internal order)")
+    train_item_mask = np.asarray(train_item_mask, dtype=bool)
+    if train_item_mask.shape != (len(item_ids),):
+        raise ValueError(f"train_item_mask has shape {train_item_mask.shape}, expected ({len(item_ids)},)")
+    items, train = list(item_ids[1:]), train_item_mask[1:]
+    if not train.any():
+        raise ValueError("no training items: the quantizer is fitted on items seen in training")
+    device = cfg.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    cache = ArrayCache(cfg.cache_dir) if cfg.cache_dir else None
+    stage_seconds: dict[str, float] = {}
+    cache_hits: dict[str, bool] = {}
+
+    embedding_key_parts, load_embeddings = _embedding_source(cfg, items, texts, embeddings, device)
+
+    def build_codes() -> dict[str, np.ndarray]:
+        tick = time.perf_counter()
+        if cache is None or embeddings is not None:
+            item_vectors = load_embeddings()
+        else:
+            arrays, cache_hits["embeddings"] = cache.get_or_build("embeddings", embedding_key_parts,
+                                                                  lambda: {"embeddings": load_embeddings()})
+            item_vectors = arrays["embeddings"]
+        stage_seconds["embed"] = time.perf_counter() - tick
+        codes, report = _quantize(cfg, item_vectors, train, device, stage_seconds)
+        return {"codes": codes, "report": np.array(json.dumps(dataclasses.asdict(report)))}
+
+    sid_key_parts = {
+        "version": PIPELINE_VERSION,
+        "embeddings": fingerprint(embedding_key_parts),
+        "train_items": fingerprint(np.packbits(train)),
+        "pca_dim": cfg.pca_dim,
+        "tokenizer": cfg.tokenizer,
+        "hyperparameters": quantizer_hyperparameters(cfg, device),
+    }
+    if cache is None:
+        arrays, hit = build_codes(), False
+    else:
+        arrays, hit = cache.get_or_build("sids", sid_key_parts, build_codes)
+    report = SIDReport(**json.loads(str(arrays["report"])))
+    if hit:
+        report.stage_seconds["cache_load"] = time.perf_counter() - start
+    else:
+        report.stage_seconds["total"] = time.perf_counter() - start
+    report.cache_hits = {"sids": hit, **cache_hits} if cache is not None else {}
+
+    item_sid = torch.full((len(item_ids), cfg.n_heads), PADDING_CODE, dtype=torch.long)
+    item_sid[1:] = torch.from_numpy(arrays["codes"]).long()
+    logger.info("\n%s", report.format())
+    return SIDResult(item_sid, report)
+
+
+def _embedding_source(cfg: SIDConfig, items: list[str], texts: Mapping[str, str] | None,
+                      embeddings: np.ndarray | None, device: str) -> tuple[dict[str, Any], Callable[[], np.ndarray]]:
+    """(cache key parts of the item vectors, function producing them as float32 [n_items - 1, dim])."""
+    if embeddings is not None:
+        embeddings = np.asarray(embeddings)
+        if embeddings.ndim != 2 or embeddings.shape[0] != len(items) + 1:
+            raise ValueError(f"embeddings must be [n_items={len(items) + 1}, dim] aligned with item_ids, "
+                             f"got {embeddings.shape}")
+        vectors = np.ascontiguousarray(embeddings[1:], dtype=np.float32)
+        return {"source": "array", "vectors": fingerprint(vectors)}, lambda: vectors
+    if cfg.item_embedding == "collaborative":
+        raise ValueError("item_embedding 'collaborative': train them with "
+                         "recbole_llada.sid.collaborative.train_collaborative_embeddings and pass embeddings=")
+    if cfg.item_embedding == "file":
+        parts = {"source": "file", "items": fingerprint(items),
+                 "matrix": fingerprint(Path(cfg.embedding_file).read_bytes()),
+                 "ids": fingerprint(Path(cfg.embedding_ids_file).read_bytes())}
+        return parts, lambda: load_embedding_file(Path(cfg.embedding_file), Path(cfg.embedding_ids_file), items)
+    if texts is None:
+        raise ValueError("item_embedding 'text' needs texts (item id -> text), e.g. from read_item_texts")
+    item_texts = [texts.get(item, "") for item in items]
+    n_missing = sum(1 for item in items if item not in texts)
+    if n_missing:
+        logger.warning("%d of %d items have no text; they are encoded from the empty string", n_missing, len(items))
+    parts = {"source": "text", "encoder": cfg.text_encoder, "items": fingerprint(items),
+             "texts": fingerprint(item_texts)}
+
+    def encode() -> np.ndarray:
+        return encode_texts(item_texts, cfg.text_encoder, cfg.encode_batch_size, device, cfg.show_progress)
+
+    return parts, encode
+
+
+def _quantize(cfg: SIDConfig, item_vectors: np.ndarray, train: np.ndarray, device: str,
+              stage_seconds: dict[str, float]) -> tuple[np.ndarray, SIDReport]:
+    """PCA -> fit -> encode -> Sinkhorn re-assignment -> make_unique, timing each stage."""
+    tick = time.perf_counter()
+    reduced = torch.from_numpy(pca_whiten(item_vectors[train], item_vectors, cfg.pca_dim))
+    stage_seconds["pca"] = time.perf_counter() - tick
+
+    tick = time.perf_counter()
+    quantizer = make_quantizer(cfg, device)
+    fit_report = quantizer.fit(reduced[torch.from_numpy(train)])
+    stage_seconds["fit"] = time.perf_counter() - tick
+
+    tick = time.perf_counter()
+    codes = quantizer.encode(reduced)
+    collisions_before = count_collisions(codes)
+    codes = quantizer.rebalance_collisions(reduced, codes)
+    collisions_after_rebalance = count_collisions(codes)
+    distances = quantizer.distances(reduced)
+    stage_seconds["encode"] = time.perf_counter() - tick
+
+    tick = time.perf_counter()
+    unique = make_unique(codes, distances)
+    stage_seconds["unique"] = time.perf_counter() - tick
+
+    final = unique.codes
+    report = SIDReport(
+        n_items=int(final.shape[0]), n_train_items=int(train.sum()), embedding_dim=int(reduced.shape[1]),
+        tokenizer=cfg.tokenizer, n_heads=cfg.n_heads, codebook_size=cfg.codebook_size,
+        collisions_before=collisions_before, collisions_after_rebalance=collisions_after_rebalance,
+        collisions_after=unique.n_colliding_after, n_moved=unique.n_moved,
+        code_usage=[int(len(torch.unique(final[:, head]))) for head in range(cfg.n_heads)],
+        perplexity=[_perplexity(final[:, head], cfg.codebook_size) for head in range(cfg.n_heads)],
+        reconstruction_error=quantizer.reconstruction_error(reduced),
+        epochs=fit_report.epochs, best_epoch=fit_report.best_epoch, stage_seconds=dict(stage_seconds))
+    return final.numpy(), report
+
+
+def _perplexity(codes: Tensor, codebook_size: int) -> float:
+    probabilities = torch.bincount(codes, minlength=codebook_size).double() / codes.numel()
+    probabilities = probabilities[probabilities > 0]
+    return float(math.exp(-(probabilities * probabilities.log()).sum()))
+
+
+def write_sid_table(path: Path | str, item_ids: list[str], item_sid: Tensor) -> None:
+    """Write ``item_id<TAB>c1 c2 ... cM`` per item, skipping the padding row."""
+    if len(item_ids) != item_sid.shape[0]:
+        raise ValueError(f"{len(item_ids)} item ids but {item_sid.shape[0]} SID rows")
+    lines = [f"{item}\t{' '.join(str(int(code)) for code in row)}"
+             for item, row in zip(item_ids, item_sid.tolist()) if item != PAD_TOKEN]
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Path(path).write_text("\n".join(lines) + "\n", encoding="utf-8")

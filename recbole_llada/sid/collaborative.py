@@ -1,0 +1,137 @@
+"""Collaborative item embeddings for datasets without item text: RecBole's SASRec trained on the training split.
+
+The only RecBole-dependent part of the SID pipeline. SASRec runs on a copy of the caller's RecBole config with
+the model keys replaced by SASRec's own defaults (read from the installed RecBole), so the dataset, its
+filtering, split and training settings are the caller's while the model is plain SASRec. The item embedding
+table (row = RecBole internal item id, row 0 = padding) is returned and, when a cache folder is configured,
+cached under a key of the dataset files, the dataset/training arguments and the SASRec settings.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import logging
+import random
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import yaml
+
+from recbole_llada.sid.build import SIDConfig
+from recbole_llada.sid.cache import ArrayCache, fingerprint
+
+logger = logging.getLogger(__name__)
+
+_NO_NEGATIVES = {"distribution": "none", "sample_num": "none", "alpha": "none", "dynamic": False, "candidate_num": 0}
+
+
+def sasrec_config(config: Any, hidden_size: int, epochs: int) -> Any:
+    """A copy of the RecBole ``Config`` that trains SASRec with CE loss; the original is left untouched."""
+    import recbole
+    from recbole.utils import InputType
+
+    with open(Path(recbole.__file__).parent / "properties" / "model" / "SASRec.yaml", encoding="utf-8") as handle:
+        defaults = yaml.load(handle, Loader=config.yaml_loader)  # RecBole's loader reads "1e-12" as a float
+    values = dict(config.final_config_dict)
+    values.update(defaults)
+    # What Config derives from loss_type CE; SASRec's yaml sets CE and we train without negatives.
+    values.update(model="SASRec", MODEL_INPUT_TYPE=InputType.POINTWISE, hidden_size=hidden_size, epochs=epochs,
+                  train_neg_sample_args=dict(_NO_NEGATIVES), save_dataset=False, save_dataloaders=False)
+    copied = copy.copy(config)
+    copied.final_config_dict = values
+    copied.model = "SASRec"
+    return copied
+
+
+def _dataset_files_fingerprint(config: Any) -> str:
+    """Hash of the dataset's atomic files, so editing the data invalidates cached embeddings."""
+    folder = Path(config["data_path"])
+    digest = hashlib.sha256()
+    for path in sorted(folder.glob(f"{config['dataset']}.*")):
+        digest.update(path.name.encode())
+        digest.update(hashlib.sha256(path.read_bytes()).digest())
+    return digest.hexdigest()
+
+
+def _training_key(config: Any) -> dict[str, str]:
+    from recbole.utils.argument_list import dataset_arguments, evaluation_arguments, training_arguments
+
+    names = {*dataset_arguments, *training_arguments, *evaluation_arguments, "dataset", "seed", "reproducibility",
+             "n_layers", "n_heads", "hidden_size", "inner_size", "hidden_dropout_prob", "attn_dropout_prob",
+             "hidden_act", "layer_norm_eps", "initializer_range", "loss_type"}
+    return {name: repr(config[name]) for name in sorted(names)}
+
+
+class _PreservedRandomState:
+    """RecBole's ``init_seed`` reseeds the global generators; keep the caller's random streams as they were."""
+
+    def __enter__(self) -> None:
+        self.states = (random.getstate(), np.random.get_state(), torch.get_rng_state(),
+                       torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None)
+
+    def __exit__(self, *exc_info: object) -> None:
+        python_state, numpy_state, torch_state, cuda_states = self.states
+        random.setstate(python_state)
+        np.random.set_state(numpy_state)
+        torch.set_rng_state(torch_state)
+        if cuda_states is not None:
+            torch.cuda.set_rng_state_all(cuda_states)
+
+
+def train_collaborative_embeddings(config: Any, dataset: Any = None, epochs: int | None = None,
+                                   hidden_size: int | None = None, cache_dir: str | None = None) -> np.ndarray:
+    """SASRec item embeddings ``float32 [n_items, hidden_size]`` trained on ``config``'s dataset and split.
+
+    ``config`` is the run's RecBole ``Config``; ``dataset`` (optional) is the caller's RecBole dataset, whose
+    item ids the rows must match (checked). ``epochs`` / ``hidden_size`` / ``cache_dir`` default to the config
+    keys ``sid_collab_epochs`` / ``sid_collab_hidden_size`` / ``sid_cache_dir``. The best validation
+    checkpoint is used (RecBole's early stopping on ``valid_metric``).
+    """
+    sid = SIDConfig.from_config(config)
+    epochs = epochs or sid.collab_epochs
+    hidden_size = hidden_size or sid.collab_hidden_size
+    cache_dir = sid.cache_dir if cache_dir is None else cache_dir
+    model_config = sasrec_config(config, hidden_size, epochs)
+    expected = None if dataset is None else list(dataset.field2id_token[dataset.iid_field])
+
+    def train() -> dict[str, np.ndarray]:
+        from recbole.data import create_dataset, data_preparation
+        from recbole.model.sequential_recommender import SASRec
+        from recbole.trainer import Trainer
+        from recbole.utils import init_seed
+
+        with _PreservedRandomState():
+            init_seed(model_config["seed"], model_config["reproducibility"])
+            sasrec_dataset = create_dataset(model_config)
+            item_ids = list(sasrec_dataset.field2id_token[sasrec_dataset.iid_field])
+            _check_alignment(item_ids, expected)
+            train_data, valid_data, _ = data_preparation(model_config, sasrec_dataset)
+            init_seed(model_config["seed"], model_config["reproducibility"])
+            model = SASRec(model_config, train_data._dataset).to(model_config["device"])
+            trainer = Trainer(model_config, model)
+            trainer.fit(train_data, valid_data, saved=True, show_progress=model_config["show_progress"])
+            checkpoint = Path(trainer.saved_model_file)
+            # RecBole wrote this file itself a moment ago; it holds a pickled Config, hence weights_only=False.
+            model.load_state_dict(torch.load(checkpoint, map_location="cpu", weights_only=False)["state_dict"])
+            checkpoint.unlink(missing_ok=True)
+        embeddings = model.item_embedding.weight.detach().cpu().numpy().astype(np.float32)
+        return {"embeddings": embeddings, "item_ids": np.array(item_ids)}
+
+    if cache_dir:
+        key = {"model": "SASRec", "files": _dataset_files_fingerprint(model_config),
+               "arguments": fingerprint(_training_key(model_config))}
+        arrays, hit = ArrayCache(cache_dir).get_or_build("sasrec", key, train)
+        logger.info("SASRec item embeddings: cache %s", "hit" if hit else "miss")
+    else:
+        arrays = train()
+    _check_alignment(arrays["item_ids"].tolist(), expected)
+    return arrays["embeddings"]
+
+
+def _check_alignment(item_ids: list[str], expected: list[str] | None) -> None:
+    if expected is not None and list(item_ids) != list(expected):
+        raise ValueError("SASRec's dataset maps item ids differently from the caller's dataset; the embedding rows "
+                         "would not line up (are both built from the same config?)")

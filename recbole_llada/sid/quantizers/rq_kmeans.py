@@ -1,0 +1,72 @@
+"""Residual k-means: M levels of k-means, each on what the previous levels left over (no neural network)."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from recbole_llada.sid.quantizers.base import FitReport, Quantizer
+from recbole_llada.sid.quantizers.kmeans import kmeans, squared_distances
+
+
+@dataclass
+class KMeansQuantizerConfig:
+    """Hyperparameters of the k-means based quantizers (RQ-KMeans, OPQ)."""
+
+    n_heads: int = 4
+    codebook_size: int = 256
+    kmeans_iters: int = 100
+    opq_iters: int = 10  # OPQ only: alternations between PQ codebooks and the rotation
+    seed: int = 2024
+    device: str = "cpu"
+
+    def __post_init__(self) -> None:
+        for name in ("n_heads", "codebook_size", "kmeans_iters", "opq_iters"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+
+
+class ResidualKMeansQuantizer(Quantizer):
+    """Level m's codebook is k-means (seed + m) on the training residuals after levels < m."""
+
+    def __init__(self, cfg: KMeansQuantizerConfig):
+        self.cfg = cfg
+        self.n_heads = cfg.n_heads
+        self.codebook_size = cfg.codebook_size
+        self.codebooks: Tensor | None = None  # [M, K, D]
+
+    def fit(self, train_embeddings: Tensor) -> FitReport:
+        start = time.perf_counter()
+        residual = train_embeddings.detach().float().to(self.cfg.device)
+        codebooks = []
+        for level in range(self.n_heads):
+            result = kmeans(residual, self.codebook_size, self.cfg.kmeans_iters, self.cfg.seed + level)
+            codebooks.append(result.centers)
+            residual = residual - result.centers[result.assignments]
+        self.codebooks = torch.stack(codebooks)
+        return FitReport(seconds=time.perf_counter() - start)
+
+    def _fitted(self) -> Tensor:
+        if self.codebooks is None:
+            raise ValueError("quantizer is not fitted yet: call fit() first")
+        return self.codebooks
+
+    def _greedy(self, embeddings: Tensor) -> tuple[Tensor, Tensor]:
+        """Per-level distances ``[N, M, K]`` and the residual left after the greedy codes."""
+        codebooks = self._fitted()
+        residual = embeddings.detach().float().to(codebooks.device)
+        distances = []
+        for level in range(self.n_heads):
+            level_distances = squared_distances(residual, codebooks[level])
+            distances.append(level_distances)
+            residual = residual - codebooks[level][level_distances.argmin(dim=1)]
+        return torch.stack(distances, dim=1), residual
+
+    def distances(self, embeddings: Tensor) -> Tensor:
+        return self._greedy(embeddings)[0].cpu()
+
+    def reconstruction_error(self, embeddings: Tensor) -> float:
+        return float(self._greedy(embeddings)[1].pow(2).mean())

@@ -1,0 +1,108 @@
+"""LLaDARecTrainer: RecBole's Trainer with the paper's optimisation recipe and cheaper validation.
+
+Differences from RecBole's ``Trainer`` (everything else — early stopping, checkpoints, evaluation, logging —
+is inherited unchanged):
+- AdamW with a cosine learning-rate schedule and linear warm-up (``warmup_ratio`` of all steps), stepped per
+  batch, and gradient clipping (``clip_grad_norm``), as the official code trains.
+- bf16 autocast on CUDA (no loss scaling needed, unlike RecBole's fp16 ``enable_amp`` path).
+- Validation decodes with ``valid_num_beams`` (the official code selects models with greedy decoding); the
+  test uses ``num_beams``.
+- ``train_time_budget`` (seconds, optional) ends training at the first epoch boundary past the budget, as
+  early stopping would: the best checkpoint so far is kept and tested. For benchmarks with a wall-clock limit.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+
+import torch
+from recbole.trainer import Trainer
+from recbole.utils import set_color
+from torch.nn.utils import clip_grad_norm_
+from tqdm import tqdm
+
+
+def warmup_cosine(step: int, total_steps: int, warmup_steps: int) -> float:
+    """Learning-rate multiplier: linear warm-up to 1, then cosine decay to 0 at ``total_steps``."""
+    if step < warmup_steps:
+        return (step + 1) / warmup_steps
+    progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+    return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+
+class LLaDARecTrainer(Trainer):
+    def __init__(self, config, model):
+        super().__init__(config, model)
+        self.warmup_ratio = config["warmup_ratio"]
+        self.max_grad_norm = config["max_grad_norm"]
+        self.scheduler: torch.optim.lr_scheduler.LambdaLR | None = None
+        self.train_time_budget = config["train_time_budget"]
+        self._first_epoch_start: float | None = None
+        self._budget_spent = False
+
+    def _build_optimizer(self, **kwargs):
+        params = kwargs.pop("params", self.model.parameters())
+        return torch.optim.AdamW(params, lr=self.config["learning_rate"],
+                                 weight_decay=self.config["weight_decay"])
+
+    def _ensure_scheduler(self, steps_per_epoch: int) -> None:
+        if self.scheduler is not None:
+            return
+        total_steps = self.epochs * steps_per_epoch
+        warmup_steps = max(1, int(self.warmup_ratio * total_steps))
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, lambda step: warmup_cosine(step, total_steps, warmup_steps))
+
+    def _autocast(self):
+        if self.device.type == "cuda":
+            return torch.autocast("cuda", dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    def _train_epoch(self, train_data, epoch_idx, loss_func=None, show_progress=False):
+        if self._first_epoch_start is None:
+            self._first_epoch_start = time.perf_counter()
+        elapsed = time.perf_counter() - self._first_epoch_start
+        if self.train_time_budget and elapsed > self.train_time_budget:
+            self._budget_spent = True
+            self.logger.info(f"train_time_budget of {self.train_time_budget} s spent: stopping after "
+                             f"{epoch_idx} epochs")
+            return 0.0
+        self.model.train()
+        self._ensure_scheduler(len(train_data))
+        loss_func = loss_func or self.model.calculate_loss
+        if not self.config["single_spec"] and train_data.shuffle:
+            train_data.sampler.set_epoch(epoch_idx)
+        batches = tqdm(train_data, total=len(train_data), ncols=100,
+                       desc=set_color(f"Train {epoch_idx:>5}", "pink")) if show_progress else train_data
+        total_loss = torch.zeros((), device=self.device)
+        for interaction in batches:
+            interaction = interaction.to(self.device)
+            self.optimizer.zero_grad(set_to_none=True)
+            sync_loss = 0
+            if not self.config["single_spec"]:
+                self.set_reduce_hook()
+                sync_loss = self.sync_grad_loss()
+            with self._autocast():
+                loss = loss_func(interaction)
+            (loss + sync_loss).backward()
+            clip_grad_norm_(self.model.parameters(), self.max_grad_norm)
+            self.optimizer.step()
+            self.scheduler.step()
+            total_loss += loss.detach()
+        # One host sync per epoch instead of one per batch.
+        total_loss = total_loss.item()
+        self._check_nan(torch.tensor(total_loss))
+        return total_loss
+
+    def _valid_epoch(self, valid_data, show_progress=False):
+        if self._budget_spent:
+            # RecBole's early_stopping then counts one more step without improvement and ends training.
+            self.cur_step = self.stopping_step
+            return -math.inf, {}
+        self.model.eval_num_beams = self.model.valid_num_beams
+        try:
+            return super()._valid_epoch(valid_data, show_progress=show_progress)
+        finally:
+            self.model.eval_num_beams = self.model.num_beams

@@ -1,0 +1,293 @@
+"""The benchmark scripts on tiny sizes (CPU, no ../shared): the official-style decode loop agrees with ours where it
+should, the analytic FLOP counts match counted matmuls, and every script writes its files."""
+
+from __future__ import annotations
+
+import csv
+import itertools
+import statistics
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch.nn.attention import SDPBackend, sdpa_kernel
+from torch.utils.flop_counter import FlopCounterMode
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/ sits beside the package
+
+from benchmarks import common, quality, reference_decode, speed, tradeoff  # noqa: E402
+from conftest import tiny_config_dict, write_tiny_dataset  # noqa: E402
+
+CPU = torch.device("cpu")
+# Codes allowed at each position; every combination is an item, so restricting each position separately (the
+# official loop) and restricting to real items jointly (ours) allow exactly the same codes.
+PRODUCT_CODES = ([0, 1, 3], [1, 2], [0, 2, 3])
+TINY_CODEBOOK = 4
+
+TINY_SPEED = speed.SpeedSetup(
+    n_items=40, n_digits=2, codebook_size=8, history_len=3, d_model=16, n_layers=2, n_heads=2, mlp_ratio=3,
+    train_batch_size=8, train_sequences=100, test_users=50, decode_users=4, decode_batch_size=2,
+    gen_steps_grid=(1, 2), beams_grid=(2, 3), reference_gen_steps=2, reference_beams=5,
+    sasrec_variants=(speed.SASRecVariant("SASRec", 8, 16, 1, 1),), sasrec_batch_size=8,
+    train_steps=1, warmup=0, repeats=1, matmul_size=32,
+)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny tensors gain nothing from intra-op threads, and on a busy machine the thread hand-offs dominate."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def product_catalog() -> torch.Tensor:
+    codes = torch.tensor(list(itertools.product(*PRODUCT_CODES)))
+    return torch.cat([torch.full((1, codes.shape[1]), -1), codes])
+
+
+def tiny_llada(item_sid: torch.Tensor, codebook_size: int, **overrides):
+    torch.manual_seed(0)
+    dataset = common.SyntheticDataset(item_sid, torch.arange(1, item_sid.shape[0]))
+    config = {"hidden_size": 16, "n_layers": 1, "n_heads": 2, "mlp_ratio": 2, "sid_codebook_size": codebook_size,
+              "MAX_ITEM_LIST_LENGTH": 3, "temperature": 1.0, "dropout_prob": 0.0, "gen_order": "adaptive",
+              "constrained_decoding": True, "gen_steps": item_sid.shape[1], **overrides}
+    model, _ = common.build_synthetic_model("LLaDARec", dataset, config, CPU)
+    return model.eval()
+
+
+def only_valid_codes_at_the_target(model, valid: torch.Tensor) -> None:
+    """Give -inf to every target token no item has at that position, in both ways the model turns hidden states
+    into logits (full vocabulary for the official loop, each head's codes for ours).
+
+    With all probability on valid codes, normalising over the vocabulary (official) or over the head's codes
+    (ours), and ranking positions by the best token (official) or the best allowed code (ours), coincide; what
+    is left to compare is the loop itself.
+    """
+    n_digits, codebook_size = valid.shape
+    code_bias = torch.zeros(n_digits, codebook_size).masked_fill(~valid, float("-inf"))
+    vocab_bias = torch.full((n_digits, model.vocab_size), float("-inf"))
+    for position in range(n_digits):
+        vocab_bias[position, model.head_offset[position] + valid[position].nonzero().squeeze(1)] = 0.0
+    full_logits, code_logits = model.logits, model.target_code_logits
+
+    def logits(hidden):
+        out = full_logits(hidden).clone()
+        out[..., -n_digits:, :] += vocab_bias
+        return out
+
+    model.logits = logits
+    model.target_code_logits = lambda hidden: code_logits(hidden) + code_bias
+
+
+def valid_code_mask(codebook_size: int) -> torch.Tensor:
+    valid = torch.zeros(len(PRODUCT_CODES), codebook_size, dtype=torch.bool)
+    for position, codes in enumerate(PRODUCT_CODES):
+        valid[position, codes] = True
+    return valid
+
+
+def random_users(model, n_users: int, seed: int = 0) -> dict:
+    generator = torch.Generator().manual_seed(seed)
+    items = torch.randint(1, model.n_items, (n_users, model.max_seq_length), generator=generator)
+    lengths = torch.randint(1, model.max_seq_length + 1, (n_users,), generator=generator)
+    items = items.masked_fill(torch.arange(model.max_seq_length) >= lengths[:, None], 0)
+    return {model.ITEM_SEQ: items, model.ITEM_SEQ_LEN: lengths}
+
+
+# ----- reference_decode ------------------------------------------------------------------------------------
+
+def test_position_valid_tokens_lists_the_codes_seen_at_each_position():
+    generator = torch.Generator().manual_seed(1)
+    item_sid = common.random_unique_sids(30, 3, 5, generator)
+    head_offset = 1 + torch.arange(3) * 5
+    mask_token = 1 + 3 * 5
+    table = reference_decode.position_valid_tokens(item_sid, head_offset, mask_token)
+    for position in range(3):
+        expected = {int(head_offset[position]) + code for code in item_sid[1:, position].tolist()}
+        listed = [t for t in table[position].tolist() if t != mask_token]
+        assert sorted(listed) == sorted(expected) and len(listed) == len(expected)
+
+
+@pytest.mark.parametrize("num_beams", [5, 20])  # 20 > 18 items: ours ends with dead beams, the official with copies
+def test_official_loop_returns_our_beams_with_one_position_per_step(num_beams):
+    item_sid = product_catalog()
+    model = tiny_llada(item_sid, TINY_CODEBOOK, num_beams=num_beams, decode_batch_size=3)
+    only_valid_codes_at_the_target(model, valid_code_mask(TINY_CODEBOOK))
+    users = random_users(model, 6)
+    history = model.history_tokens(users[model.ITEM_SEQ], users[model.ITEM_SEQ_LEN])
+    valid_tokens = reference_decode.position_valid_tokens(model.item_sid, model.head_offset, model.mask_token)
+    n_digits = item_sid.shape[1]
+    with torch.no_grad():
+        ours = model.generate(history, num_beams)
+        official = reference_decode.reference_beam_search(
+            reference_decode.full_vocabulary_network(model), history, num_beams, n_digits, valid_tokens,
+            model.mask_token, model.head_offset)
+        our_scores = model.full_sort_predict(users)
+        official_scores = reference_decode.reference_full_sort_predict(model, users, num_beams, n_digits, 3)
+
+    live = torch.isfinite(ours.scores)
+    assert live.sum(1).tolist() == [min(num_beams, len(item_sid) - 1)] * 6
+    assert torch.equal(official.live, live)
+    assert torch.equal(official.codes[live], ours.codes[live])
+    assert torch.allclose(official.scores[live], ours.scores[live], atol=1e-5)
+    assert torch.equal(official_scores, our_scores)
+
+
+def test_official_loop_with_several_positions_per_step_still_yields_valid_codes():
+    item_sid = product_catalog()
+    model = tiny_llada(item_sid, TINY_CODEBOOK, gen_steps=2)
+    users = random_users(model, 4)
+    history = model.history_tokens(users[model.ITEM_SEQ], users[model.ITEM_SEQ_LEN])
+    valid_tokens = reference_decode.position_valid_tokens(model.item_sid, model.head_offset, model.mask_token)
+    with torch.no_grad():
+        beams = reference_decode.reference_beam_search(
+            reference_decode.full_vocabulary_network(model), history, 4, 2, valid_tokens, model.mask_token,
+            model.head_offset)
+    assert beams.live.all()
+    assert (beams.scores[:, :-1] >= beams.scores[:, 1:]).all()
+    for position, codes in enumerate(PRODUCT_CODES):
+        assert set(beams.codes[:, :, position].flatten().tolist()) <= set(codes)
+
+
+# ----- speed ---------------------------------------------------------------------------------------------
+
+def counted_matmul_flops(fn) -> int:
+    # The math attention backend runs attention as batched matmuls, which the counter sees.
+    with sdpa_kernel(SDPBackend.MATH), FlopCounterMode(display=False) as counter:
+        fn()
+    return counter.get_total_flops()
+
+
+def test_analytic_flops_equal_the_counted_matmuls():
+    setup = TINY_SPEED
+    generator = torch.Generator().manual_seed(0)
+    dataset = common.synthetic_dataset(setup.n_items, setup.n_digits, setup.codebook_size, 10, generator)
+    model, _ = common.build_synthetic_model("LLaDARec", dataset, speed.llada_overrides(setup), CPU)
+    batch = common.synthetic_batch(model, 5, setup.history_len, setup.n_items, generator, CPU)
+    model.train()
+    assert counted_matmul_flops(lambda: model.calculate_loss(batch).backward()) \
+        == 5 * speed.train_flops_per_sample(setup)
+
+    model.eval()
+    history = model.history_tokens(batch[model.ITEM_SEQ], batch[model.ITEM_SEQ_LEN])
+    valid_tokens = reference_decode.position_valid_tokens(model.item_sid, model.head_offset, model.mask_token)
+    with torch.no_grad():
+        for gen_steps in (1, 2):
+            model.gen_steps = gen_steps
+            assert counted_matmul_flops(lambda: model.generate(history, 3)) \
+                == 5 * speed.decode_flops_per_user(setup, gen_steps, 3, official=False)
+            assert counted_matmul_flops(lambda: reference_decode.reference_beam_search(
+                reference_decode.full_vocabulary_network(model), history, 3, gen_steps, valid_tokens,
+                model.mask_token, model.head_offset)) \
+                == 5 * speed.decode_flops_per_user(setup, gen_steps, 3, official=True)
+
+
+def test_random_unique_sids_are_unique_and_in_range():
+    sid = common.random_unique_sids(200, 2, 16, torch.Generator().manual_seed(0))
+    assert sid.shape == (201, 2) and (sid[0] == -1).all()
+    assert len({tuple(row) for row in sid[1:].tolist()}) == 200
+    assert sid[1:].min() >= 0 and sid[1:].max() < 16
+
+
+def test_speed_measures_every_setting_and_writes_md_and_csv(tmp_path):
+    report = speed.run_speed(TINY_SPEED, CPU)
+    md_path, csv_path = speed.write_speed(report, tmp_path, "cpu-tiny")
+    with open(csv_path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    keys = {(r["task"], r["model"], r["setting"]) for r in rows}
+    decode_grid = {("decode", speed.OURS, speed.decode_setting(t, b)) for t in (1, 2) for b in (2, 3)}
+    assert keys == {("train", speed.OURS, "batch 8"), ("train", "SASRec", "d=8, layers=1"),
+                    ("decode", "SASRec", "d=8, layers=1"), ("decode", speed.REFERENCE, "T=2 B=5"),
+                    ("decode", speed.OURS, "T=2 B=5"), *decode_grid}
+    for row in rows:
+        throughput = float(row["throughput"])
+        assert throughput > 0
+        total = TINY_SPEED.train_sequences if row["task"] == "train" else TINY_SPEED.test_users
+        assert float(row["full_run_s"]) == pytest.approx(total / throughput)
+    text = md_path.read_text()
+    assert "Speed-up of our decoding over the official-style loop at T=2 B=5" in text
+    assert "commit" in text and "hardware" in text
+
+
+# ----- quality and tradeoff (one tiny training run each, shared) ---------------------------------------------
+
+LLADA_TINY = dict(gen_steps=2, sid_n_heads=2, sid_codebook_size=8, sid_code_dim=4, sid_hidden_sizes=[16],
+                  sid_epochs=20, sid_check_every=10, sid_pca_dim=0, item_embedding="file", hidden_size=16,
+                  n_layers=1, n_heads=2, mlp_ratio=2, temperature=1.0, num_beams=6, valid_num_beams=3,
+                  decode_batch_size=16, train_batch_size=64)
+
+
+@pytest.fixture(scope="module")
+def tiny_runs(tmp_path_factory):
+    """SASRec with two seeds and LLaDARec with one, as two separate invocations into the same results folder."""
+    root = tmp_path_factory.mktemp("quality")
+    write_tiny_dataset(root / "data", n_items=30)
+    np.save(root / "vectors.npy", np.random.default_rng(0).normal(size=(30, 8)).astype(np.float32))
+    (root / "ids.txt").write_text("\n".join(f"i{i}" for i in range(1, 31)) + "\n")
+    overrides = tiny_config_dict(root / "data", root)
+    del overrides["seed"]  # the seeds are run_quality's
+    results = root / "results"
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(root)  # RecBole writes log/ into the working directory
+        quality.run_quality(["SASRec"], "tiny", [1, 2], overrides, results)
+        quality.run_quality(["LLaDARec"], "tiny", [1], {
+            **overrides, **LLADA_TINY, "sid_embedding_file": str(root / "vectors.npy"),
+            "sid_embedding_ids_file": str(root / "ids.txt"), "sid_cache_dir": str(root / "sid_cache")}, results)
+    return results
+
+
+def test_quality_merges_separate_invocations_into_one_summary(tiny_runs):
+    runs = quality.read_runs(quality.runs_path(tiny_runs, "tiny"))
+    assert [(r["label"], r["seed"]) for r in runs] == [("SASRec", "1"), ("SASRec", "2"), ("LLaDARec", "1")]
+    with open(tiny_runs / "tiny.csv", newline="") as f:
+        summary = {row["model"]: row for row in csv.DictReader(f)}
+    assert set(summary) == {"SASRec", "LLaDARec"}
+    sasrec_ndcg = [float(r["ndcg@10"]) for r in runs if r["label"] == "SASRec"]
+    assert float(summary["SASRec"]["ndcg@10_mean"]) == pytest.approx(statistics.fmean(sasrec_ndcg))
+    assert float(summary["SASRec"]["ndcg@10_std"]) == pytest.approx(statistics.stdev(sasrec_ndcg))
+    assert summary["LLaDARec"]["n_seeds"] == "1" and summary["LLaDARec"]["ndcg@10_std"] == ""
+    text = (tiny_runs / "tiny.md").read_text()
+    assert "| ours | SASRec | 2 |" in text and " ± " in text and "commit" in text
+
+
+def test_summary_keeps_the_latest_rerun_and_lists_published_figures(tmp_path):
+    def record(label, seed, ndcg):
+        return {key: "" for key in quality.RUN_COLUMNS} | {
+            "label": label, "model": label, "dataset": "Beauty", "seed": seed, "ndcg@10": ndcg, "recall@10": ndcg,
+            "train_seconds": 1.0, "test_seconds": 1.0, "overrides": "{}", "commit": "c", "hardware": "h"}
+
+    path = quality.runs_path(tmp_path, "Beauty")
+    for label, seed, ndcg in [("SASRec", 1, 0.1), ("SASRec", 2, 0.3), ("SASRec", 1, 0.2)]:
+        quality.append_run(path, record(label, seed, ndcg))
+    md_path, csv_path = quality.write_summary("Beauty", tmp_path)
+    with open(csv_path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    ours = [r for r in rows if r["source"] == "ours"]
+    assert len(ours) == 1 and float(ours[0]["ndcg@10_mean"]) == pytest.approx(0.25)  # seed 1 rerun: 0.2 wins
+    published = {r["model"]: r for r in rows if r["source"].startswith("published")}
+    assert set(published) == {p.model for p in quality.PUBLISHED["Beauty"]}
+    assert float(published["TIGER"]["ndcg@10_mean"]) == quality.PUBLISHED["Beauty"][3].metrics["ndcg@10"]
+    assert "published: TIGER" in md_path.read_text()
+
+
+def test_tradeoff_reproduces_the_run_and_writes_table_and_plot(tiny_runs, tmp_path, monkeypatch):
+    llada = next(r for r in quality.read_runs(quality.runs_path(tiny_runs, "tiny")) if r["model"] == "LLaDARec")
+    assert llada["saved_model_file"].endswith("-seed1.pth")
+    # A fresh process has constructed no Config yet, so RecBole's numpy aliases are not there: loading must set them.
+    monkeypatch.delattr(np, "float", raising=False)
+    loaded = tradeoff.load_checkpoint(Path(llada["saved_model_file"]), device="cpu")
+    points = tradeoff.evaluate_tradeoff(loaded, beams=(3, 6))
+    assert [(p.gen_steps, p.num_beams) for p in points] == [(1, 3), (1, 6), (2, 3), (2, 6)]
+    # The run evaluated its test split with gen_steps=2, num_beams=6: the reloaded model must agree exactly.
+    same_as_run = next(p for p in points if (p.gen_steps, p.num_beams) == (2, 6))
+    assert same_as_run.metrics["ndcg@10"] == pytest.approx(float(llada["ndcg@10"]))
+    assert same_as_run.users == 40
+    written = tradeoff.write_tradeoff(points, "tiny", tmp_path, llada["saved_model_file"], "cpu")
+    assert {p.name for p in written} == {"tradeoff_tiny.md", "tradeoff_tiny.csv", "tradeoff_tiny.png"}
+    reread = tradeoff.read_points_csv(tmp_path / "tradeoff_tiny.csv")
+    assert [(p.gen_steps, p.num_beams, p.metrics["ndcg@10"]) for p in reread] \
+        == [(p.gen_steps, p.num_beams, p.metrics["ndcg@10"]) for p in points]

@@ -1,0 +1,36 @@
+"""SASRec item embeddings for item_embedding: collaborative, on the tiny dataset the tests write themselves."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from recbole.config import Config
+from recbole.data import create_dataset
+
+from conftest import TINY_DATASET, tiny_config_dict
+from recbole_llada.sid.collaborative import train_collaborative_embeddings
+from test_sid_cache import one_thread  # noqa: F401 (autouse fixture)
+
+
+@pytest.fixture
+def tiny_config(tiny_data_path, tmp_path):
+    values = tiny_config_dict(tiny_data_path, tmp_path, sid_collab_hidden_size=8, sid_collab_epochs=1,
+                              sid_cache_dir=str(tmp_path / "cache"))
+    return Config(model="SASRec", dataset=TINY_DATASET, config_dict=values)
+
+
+def test_embeddings_align_with_the_dataset_and_are_cached(tiny_config, tmp_path):
+    dataset = create_dataset(tiny_config)
+    embeddings = train_collaborative_embeddings(tiny_config, dataset)
+    assert embeddings.shape == (dataset.item_num, 8) and embeddings.dtype == np.float32
+    assert len(np.unique(embeddings[1:], axis=0)) == dataset.item_num - 1  # one learned vector per item
+    assert len(list((tmp_path / "cache").glob("sasrec-*.npc"))) == 1
+    assert not list((tmp_path / "saved").glob("SASRec-*.pth"))  # the temporary checkpoint is removed
+    np.testing.assert_array_equal(train_collaborative_embeddings(tiny_config, dataset), embeddings)  # cache hit
+
+
+def test_misaligned_dataset_is_an_error(tiny_config):
+    dataset = create_dataset(tiny_config)
+    dataset.field2id_token[dataset.iid_field] = dataset.field2id_token[dataset.iid_field][::-1]
+    with pytest.raises(ValueError, match="would not line up"):
+        train_collaborative_embeddings(tiny_config, dataset, cache_dir="")
