@@ -25,6 +25,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--dataset", default="ml-100k", help="dataset name (default: ml-100k, bundled)")
     parser.add_argument("--config_files", default="", help="extra YAML files, space separated (later wins)")
     parser.add_argument("--results_dir", default="results", help="where comparison tables are written")
+    parser.add_argument("--nproc", type=int, default=1,
+                        help="GPUs of this machine to train on with RecBole's DistributedDataParallel path (NCCL)")
     tuning = parser.add_argument_group("hyperparameter search (Ray Tune); the --key=value overrides stay fixed")
     tuning.add_argument("--tune", metavar="SPACE", help="search-space YAML, or the name of a shipped space "
                         "(--tune=LLaDARec reads properties/tune/LLaDARec.yaml)")
@@ -84,7 +86,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         config_files = args.config_files.split()
         if args.tune:
             return run_search(args, models, config_files, overrides)
-        if len(models) == 1:
+        if args.nproc > 1:
+            if len(models) != 1:
+                raise UserInputError("--nproc trains one model at a time; pass a single --model.")
+            result = quick_start.run_distributed(models[0], args.dataset, config_files, overrides, args.nproc)
+            print(f"\n{models[0]} on {args.dataset} ({args.nproc} GPUs): test {result.test_result}")
+        elif len(models) == 1:
             result = quick_start.run(models[0], args.dataset, config_files, overrides)
             print(f"\n{models[0]} on {args.dataset}: test {result.test_result}")
         else:

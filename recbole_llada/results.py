@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import datetime as dt
+import os
 import platform
 import shlex
 import subprocess
@@ -26,6 +27,9 @@ class ComparisonRow:
 
 
 def git_commit() -> str:
+    """The checkout's commit; ``RECBOLE_LLADA_COMMIT`` names it where the code runs from a copy without .git."""
+    if os.environ.get("RECBOLE_LLADA_COMMIT"):
+        return os.environ["RECBOLE_LLADA_COMMIT"]
     try:
         out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
                              cwd=Path(__file__).resolve().parent, check=True)

@@ -59,3 +59,10 @@ def test_compare_writes_one_table_for_all_models(tiny_data_path, tmp_path):
     assert {"recall@10", "ndcg@10", "params", "train s", "test s", "seed"} <= set(rows[0])
     text = table.read_text()
     assert "commit" in text and "hardware" in text and "command" in text
+
+
+def test_multi_gpu_needs_gpus_and_one_model(capsys):
+    assert main(["--model=SASRec,GRU4Rec", "--nproc=2"]) == 2
+    assert "one model" in capsys.readouterr().err
+    assert main(["--model=SASRec", "--nproc=2"]) == 2
+    assert "needs 2 GPUs" in capsys.readouterr().err
