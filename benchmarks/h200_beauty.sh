@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# One GPU session for Amazon 2014 Beauty: the speed benchmark on the idle GPU first, then LLaDARec and the four
-# baselines on Beauty side by side, then LLaDARec's quality / decode-time trade-off on its best checkpoint.
+# One GPU session for Amazon 2014 Beauty: the speed benchmark on the idle GPU, then LLaDARec alone and its quality /
+# decode-time trade-off, then the four baselines, one seed at a time. The summary is refreshed after every phase,
+# so a call cut short still returns what finished (tar WORK_DIR/results).
 #
 #   bash benchmarks/h200_beauty.sh WORK_DIR
 #
@@ -28,39 +29,8 @@ mkdir -p "$work/logs" "$work/results"
 export PYTHONUNBUFFERED=1 OMP_NUM_THREADS=2
 PYTHON=${PYTHON:-python3}
 
-echo "== speed (idle GPU) $(date -u +%T)"
-timeout 150 "$PYTHON" benchmarks/speed.py --out_dir "$work/results" ${SPEED_FLAGS:-} > "$work/logs/speed.log" 2>&1 \
-  || echo "speed.py failed: see logs/speed.log"
-
-echo "== Beauty: LLaDARec (1 seed) and baselines ($seeds seeds each, all at once) $(date -u +%T)"
-common="--dataset=Beauty --data_path=$data --show_progress=False"
-"$PYTHON" benchmarks/quality.py $common --models=LLaDARec --seeds=1 --results_dir="$work/runs/LLaDARec" \
-  --checkpoint_dir="$work/saved/LLaDARec" --item_embedding=file --sid_embedding_file="$embeddings.npy" \
-  --sid_embedding_ids_file="$embeddings.ids" --sid_cache_dir="$work/sid_cache" --train_time_budget="$budget" \
-  $extra ${LLADA_OVERRIDES:-} > "$work/logs/LLaDARec.log" 2>&1 &
-llada_pid=$!
-baseline_pids=()
-for model in SASRec GRU4Rec BERT4Rec FMLPRec; do
-  for ((i = 0; i < seeds; i++)); do
-    seed=$((2024 + i))
-    "$PYTHON" benchmarks/quality.py $common --models=$model --seeds=1 --first_seed=$seed \
-      --results_dir="$work/runs/$model-$seed" --checkpoint_dir="$work/saved/$model-$seed" \
-      --epochs="$baseline_epochs" $extra > "$work/logs/$model-$seed.log" 2>&1 &
-    baseline_pids+=($!)
-  done
-done
-
-wait "$llada_pid" || echo "LLaDARec run failed: see logs/LLaDARec.log"
-echo "== trade-off $(date -u +%T)"
-checkpoint=$(ls "$work"/saved/LLaDARec/LLaDARec-*.pth 2>/dev/null | head -n 1)
-if [ -n "$checkpoint" ]; then
-  "$PYTHON" benchmarks/tradeoff.py --checkpoint "$checkpoint" --data_path="$data" --out_dir "$work/results" \
-    --gen_steps=1,2,4 --beams=10,20,50 > "$work/logs/tradeoff.log" 2>&1 || echo "tradeoff.py failed"
-fi
-for pid in "${baseline_pids[@]}"; do wait "$pid" || echo "a baseline run failed (pid $pid)"; done
-
-echo "== summary $(date -u +%T)"
-"$PYTHON" - "$work" <<'EOF'
+merge_runs() {
+  "$PYTHON" - "$work" <<'EOF'
 import csv, sys
 from pathlib import Path
 work = Path(sys.argv[1])
@@ -75,7 +45,43 @@ if header:
         writer = csv.DictWriter(f, fieldnames=header)
         writer.writeheader()
         writer.writerows(rows)
-print(f"{len(rows)} runs merged")
 EOF
-"$PYTHON" benchmarks/quality.py --dataset=Beauty --summary_only --results_dir="$work/results" > "$work/logs/summary.log" 2>&1
+  "$PYTHON" benchmarks/quality.py --dataset=Beauty --summary_only --results_dir="$work/results" \
+    > "$work/logs/summary.log" 2>&1
+}
+
+echo "== speed (idle GPU) $(date -u +%T)"
+timeout 150 "$PYTHON" benchmarks/speed.py --out_dir "$work/results" ${SPEED_FLAGS:-} > "$work/logs/speed.log" 2>&1 \
+  || echo "speed.py failed: see logs/speed.log"
+
+# LLaDARec alone: sharing the GPU and CPUs with 12 baseline runs slowed its epochs 3.5x (2026-11-28 session).
+echo "== Beauty: LLaDARec $(date -u +%T)"
+common="--dataset=Beauty --data_path=$data --show_progress=False"
+"$PYTHON" benchmarks/quality.py $common --models=LLaDARec --seeds=1 --results_dir="$work/runs/LLaDARec" \
+  --checkpoint_dir="$work/saved/LLaDARec" --item_embedding=file --sid_embedding_file="$embeddings.npy" \
+  --sid_embedding_ids_file="$embeddings.ids" --sid_cache_dir="$work/sid_cache" --train_time_budget="$budget" \
+  $extra ${LLADA_OVERRIDES:-} > "$work/logs/LLaDARec.log" 2>&1 || echo "LLaDARec run failed: see logs/LLaDARec.log"
+merge_runs
+
+echo "== trade-off $(date -u +%T)"
+checkpoint=$(ls "$work"/saved/LLaDARec/LLaDARec-*.pth 2>/dev/null | head -n 1)
+if [ -n "$checkpoint" ]; then
+  "$PYTHON" benchmarks/tradeoff.py --checkpoint "$checkpoint" --data_path="$data" --out_dir "$work/results" \
+    --gen_steps=1,2,4 --beams=10,20,50 > "$work/logs/tradeoff.log" 2>&1 || echo "tradeoff.py failed"
+fi
+
+# Baselines: the four models of one seed at a time (small models: four processes share the GPU well).
+for ((i = 0; i < seeds; i++)); do
+  seed=$((2024 + i))
+  echo "== Beauty: baselines, seed $seed $(date -u +%T)"
+  for model in SASRec GRU4Rec BERT4Rec FMLPRec; do
+    "$PYTHON" benchmarks/quality.py $common --models=$model --seeds=1 --first_seed=$seed \
+      --results_dir="$work/runs/$model-$seed" --checkpoint_dir="$work/saved/$model-$seed" \
+      --epochs="$baseline_epochs" $extra > "$work/logs/$model-$seed.log" 2>&1 &
+  done
+  wait
+  merge_runs
+done
+
+echo "== summary $(date -u +%T)"
 cat "$work/results/Beauty.md" 2>/dev/null

@@ -7,8 +7,8 @@ is inherited unchanged):
 - bf16 autocast on CUDA (no loss scaling needed, unlike RecBole's fp16 ``enable_amp`` path).
 - Validation decodes with ``valid_num_beams`` (the official code selects models with greedy decoding); the
   test uses ``num_beams``.
-- ``train_time_budget`` (seconds, optional) ends training at the first epoch boundary past the budget, as
-  early stopping would: the best checkpoint so far is kept and tested. For benchmarks with a wall-clock limit.
+- ``train_time_budget`` (seconds, optional) ends training at the first epoch boundary past the budget (at
+  least one epoch always trains), as early stopping would: the best checkpoint so far is kept and tested. For benchmarks with a wall-clock limit.
 """
 
 from __future__ import annotations
@@ -63,8 +63,7 @@ class LLaDARecTrainer(Trainer):
     def _train_epoch(self, train_data, epoch_idx, loss_func=None, show_progress=False):
         if self._first_epoch_start is None:
             self._first_epoch_start = time.perf_counter()
-        elapsed = time.perf_counter() - self._first_epoch_start
-        if self.train_time_budget and elapsed > self.train_time_budget:
+        elif self.train_time_budget and time.perf_counter() - self._first_epoch_start > self.train_time_budget:
             self._budget_spent = True
             self.logger.info(f"train_time_budget of {self.train_time_budget} s spent: stopping after "
                              f"{epoch_idx} epochs")
@@ -98,8 +97,10 @@ class LLaDARecTrainer(Trainer):
 
     def _valid_epoch(self, valid_data, show_progress=False):
         if self._budget_spent:
-            # RecBole's early_stopping then counts one more step without improvement and ends training.
-            self.cur_step = self.stopping_step
+            # RecBole's early_stopping counts this as one more epoch without improvement and stops once that
+            # count exceeds stopping_step; lowering the threshold to the current count ends training now and
+            # keeps RecBole's "best eval result in epoch" message right.
+            self.stopping_step = self.cur_step
             return -math.inf, {}
         self.model.eval_num_beams = self.model.valid_num_beams
         try:

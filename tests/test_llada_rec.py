@@ -167,6 +167,18 @@ def test_predict_scores_the_given_items(tiny_world):
     assert scores.shape == (interaction.length,) and (scores <= 0).all()
 
 
+def test_train_time_budget_stops_after_the_epoch_that_spent_it(tiny_world, tmp_path):
+    config, train, valid, test = tiny_world
+    model = new_model(tiny_world)
+    trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, model)
+    trainer.saved_model_file = str(tmp_path / "budget.pth")
+    trainer.train_time_budget = 1e-6
+    trainer.epochs = 50
+    trainer.fit(train, valid, saved=True, show_progress=False)
+    assert trainer._budget_spent and trainer.scheduler.last_epoch == len(train)
+    assert "recall@10" in trainer.evaluate(test, load_best_model=True)
+
+
 def test_training_learns_the_ring_and_checkpoints_reload_identically(tiny_world, tmp_path):
     config, train, valid, test = tiny_world
     config["epochs"] = 25
