@@ -7,7 +7,7 @@ TORCH ?= torch==2.13.0
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo compare test clean
+.PHONY: install demo test clean
 
 $(STAMP): setup.py
 	$(PYTHON) -m venv $(VENV)
@@ -23,9 +23,6 @@ install: $(STAMP)
 
 demo: $(STAMP)
 	$(PY) run_recbole_llada.py --model=LLaDARec --dataset=ml-100k
-
-compare: $(STAMP)
-	$(PY) run_recbole_llada.py --model=GRU4Rec,SASRec,BERT4Rec,FMLPRec,LLaDARec --dataset=ml-100k
 
 test: $(STAMP)
 	$(PY) -m pytest -q tests

@@ -49,6 +49,10 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def format_metrics(metrics: dict) -> str:
+    return "  ".join(f"{name} {float(value):.4f}" for name, value in metrics.items())
+
+
 def split_models(value: str) -> list[str]:
     models = [m.strip() for m in value.split(",") if m.strip()]
     if not models:
@@ -90,10 +94,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             if len(models) != 1:
                 raise UserInputError("--nproc trains one model at a time; pass a single --model.")
             result = quick_start.run_distributed(models[0], args.dataset, config_files, overrides, args.nproc)
-            print(f"\n{models[0]} on {args.dataset} ({args.nproc} GPUs): test {result.test_result}")
+            print(f"\n{models[0]} on {args.dataset} ({args.nproc} GPUs), test: {format_metrics(result.test_result)}")
         elif len(models) == 1:
             result = quick_start.run(models[0], args.dataset, config_files, overrides)
-            print(f"\n{models[0]} on {args.dataset}: test {result.test_result}")
+            print(f"\n{models[0]} on {args.dataset}, test: {format_metrics(result.test_result)}")
         else:
             quick_start.compare(models, args.dataset, config_files, overrides, results_dir=args.results_dir)
     except UserInputError as error:

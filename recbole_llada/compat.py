@@ -24,7 +24,8 @@ whose tests fail without it.
    it when loading atomic files, and an empty text cell then crashes dataset loading. There is no narrow
    patch for that, so we refuse pandas 3 with a clear message (``setup.py`` pins ``pandas<3``). pandas 2.2+
    warns about those very calls on every dataset load; since pandas 3 is refused, the warning says nothing
-   actionable and is silenced for RecBole's modules only.
+   actionable and is silenced for RecBole's modules only, as is torch's deprecation notice for RecBole's
+   ``torch.cuda.amp.GradScaler`` (still working, and inside RecBole's code, not the user's).
 """
 
 from __future__ import annotations
@@ -162,6 +163,8 @@ def apply() -> None:
         return
     check_pandas()
     warnings.filterwarnings("ignore", message=".*inplace method.*", category=FutureWarning,
+                            module=r"recbole\..*")
+    warnings.filterwarnings("ignore", message=r".*torch\.cuda\.amp\.GradScaler.*", category=FutureWarning,
                             module=r"recbole\..*")
 
     from recbole.config import Config

@@ -3,8 +3,12 @@
 Every model (RecBole built-ins and the plugin's) sees the same config layers, the same dataset files and the
 same leave-one-out split, so the comparison table compares models, not data handling:
 
-    RecBole defaults < plugin model YAML < properties/overall.yaml < dataset_configs/<dataset>.yaml
-    < properties/model_dataset/<Model>-<dataset>.yaml < user config files < --key=value overrides
+    RecBole defaults (incl. RecBole's own model YAML) < properties/overall.yaml < plugin model YAML
+    < dataset_configs/<dataset>.yaml < properties/model_dataset/<Model>-<dataset>.yaml < user config files
+    < --key=value overrides
+
+The protocol file also carries training defaults for the baselines (batch, learning rate, epochs); a plugin
+model's own YAML comes after it, so LLaDARec keeps its paper recipe (batch 1024, lr 3e-3, ...).
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from recbole.utils import get_model, get_trainer, init_logger, init_seed, set_co
 from recbole_llada import resources
 from recbole_llada.errors import UserInputError
 from recbole_llada.models import check_model_name
+from recbole_llada.registry import PLUGIN_MODELS
 from recbole_llada.results import ComparisonRow, write_comparison
 
 
@@ -52,6 +57,8 @@ def parse_overrides(args: Sequence[str]) -> dict[str, Any]:
 
 def config_files_for(model: str, dataset: str, user_files: Sequence[str] = ()) -> list[str]:
     files = [resources.overall_config()]
+    if model in PLUGIN_MODELS:
+        files.append(resources.model_config(model))
     dataset_yaml = resources.dataset_config(dataset)
     if dataset_yaml.is_file():
         files.append(dataset_yaml)

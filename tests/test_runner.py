@@ -33,6 +33,15 @@ def test_shared_protocol_is_the_default_and_overrides_win(tiny_data_path, tmp_pa
     assert config["MAX_ITEM_LIST_LENGTH"] == 7
 
 
+def test_plugin_model_yaml_overrides_the_baselines_training_defaults(tiny_data_path):
+    overrides = {"data_path": str(tiny_data_path)}
+    baseline = quick_start.build_config("SASRec", "tiny", overrides=overrides)
+    assert (baseline["learning_rate"], baseline["train_batch_size"]) == (0.001, 256)
+    llada = quick_start.build_config("LLaDARec", "tiny", overrides=overrides)
+    assert (llada["learning_rate"], llada["train_batch_size"], llada["weight_decay"]) == (0.003, 1024, 0.05)
+    assert llada["eval_args"]["split"] == {"LS": "valid_and_test"}
+
+
 def test_unknown_model_is_one_paragraph_without_traceback(capsys):
     assert main(["--model=SASRecc", "--dataset=ml-100k"]) == 2
     err = capsys.readouterr().err

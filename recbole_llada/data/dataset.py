@@ -7,7 +7,6 @@ the split is known, because the tokenizer may only be fitted on items of the tra
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 
 import numpy as np
@@ -15,8 +14,6 @@ import torch
 from recbole.data.dataset import SequentialDataset
 
 from recbole_llada.sid.build import SIDConfig, SIDReport, build_semantic_ids
-
-logger = logging.getLogger(__name__)
 
 
 class LLaDARecDataset(SequentialDataset):
@@ -62,5 +59,4 @@ class LLaDARecDataset(SequentialDataset):
 
             embeddings = train_collaborative_embeddings(self.config, self)
         result = build_semantic_ids(cfg, item_ids, train_item_mask, texts=texts, embeddings=embeddings)
-        logger.info("semantic IDs for %s:\n%s", self.dataset_name, result.report.format())
         return result.item_sid, result.report
