@@ -133,41 +133,57 @@ class RunResult:
         )
 
 
+@dataclass
+class Experiment:
+    """Everything one training run needs, built from a config: the split loaders, the model, its trainer."""
+
+    train_data: Any
+    valid_data: Any
+    test_data: Any
+    model: torch.nn.Module
+    trainer: Any
+
+
+def prepare(config: Config) -> Experiment:
+    """Dataset, split, model and trainer for ``config``, seeded as RecBole's ``run_recbole`` seeds them."""
+    init_seed(config["seed"], config["reproducibility"])
+    dataset = create_dataset(config)
+    getLogger().info(dataset)
+    train_data, valid_data, test_data = data_preparation(config, dataset)
+    init_seed(config["seed"] + config["local_rank"], config["reproducibility"])
+    model = get_model(config["model"])(config, train_data._dataset).to(config["device"])
+    getLogger().info(model)
+    trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, model)
+    return Experiment(train_data, valid_data, test_data, model, trainer)
+
+
 def run(model: str, dataset: str, config_files: Sequence[str] = (),
         overrides: Mapping[str, Any] | None = None, saved: bool = True) -> RunResult:
     """Train ``model`` on ``dataset``, select the best epoch on validation, evaluate it on test."""
     config = build_config(model, dataset, config_files, overrides)
     ensure_dataset_files(config)
-    init_seed(config["seed"], config["reproducibility"])
     init_logger(config)
-    logger = getLogger()
-    logger.info(config)
-
-    dataset_obj = create_dataset(config)
-    logger.info(dataset_obj)
-    train_data, valid_data, test_data = data_preparation(config, dataset_obj)
-
-    init_seed(config["seed"] + config["local_rank"], config["reproducibility"])
-    model_obj = get_model(config["model"])(config, train_data._dataset).to(config["device"])
-    logger.info(model_obj)
-    trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, model_obj)
+    getLogger().info(config)
+    experiment = prepare(config)
+    trainer = experiment.trainer
 
     start = time.perf_counter()
     best_valid_score, best_valid_result = trainer.fit(
-        train_data, valid_data, saved=saved, show_progress=config["show_progress"]
+        experiment.train_data, experiment.valid_data, saved=saved, show_progress=config["show_progress"]
     )
     train_seconds = time.perf_counter() - start
     start = time.perf_counter()
-    test_result = trainer.evaluate(test_data, load_best_model=saved, show_progress=config["show_progress"])
+    test_result = trainer.evaluate(experiment.test_data, load_best_model=saved,
+                                   show_progress=config["show_progress"])
     test_seconds = time.perf_counter() - start
 
-    logger.info(set_color("best valid ", "yellow") + f": {dict(best_valid_result)}")
-    logger.info(set_color("test result", "yellow") + f": {dict(test_result)}")
+    getLogger().info(set_color("best valid ", "yellow") + f": {dict(best_valid_result)}")
+    getLogger().info(set_color("test result", "yellow") + f": {dict(test_result)}")
     return RunResult(
         model=model,
         dataset=dataset,
         seed=config["seed"],
-        n_parameters=count_parameters(model_obj),
+        n_parameters=count_parameters(experiment.model),
         train_seconds=train_seconds,
         test_seconds=test_seconds,
         best_valid_score=float(best_valid_score),

@@ -198,31 +198,25 @@ def _is_last_validation(trainer, epoch_idx: int) -> bool:
 def train_trial(params: dict[str, Any], setup: TrialSetup) -> None:
     """One Ray Tune trial: a RecBole training run that reports the validation score after each validation."""
     from ray import tune
-    from recbole.data import create_dataset, data_preparation
-    from recbole.utils import get_model, get_trainer, init_logger, init_seed
+    from recbole.utils import init_logger
 
     _limit_threads(setup.cpus_per_trial)
     trial_dir = Path(tune.get_context().get_trial_dir())
     overrides = {**setup.overrides, **params, "checkpoint_dir": str(trial_dir / "saved"),
                  **device_overrides(setup.gpus_per_trial)}
     config = quick_start.build_config(setup.model, setup.dataset, setup.config_files, overrides)
-    init_seed(config["seed"], config["reproducibility"])
     # A reused Ray actor keeps the previous trial's log handlers; RecBole's init_logger adds none if any exist.
     logging.getLogger().handlers.clear()
     init_logger(config)
-
-    dataset = create_dataset(config)
-    train_data, valid_data, _ = data_preparation(config, dataset)
-    init_seed(config["seed"] + config["local_rank"], config["reproducibility"])
-    model = get_model(config["model"])(config, train_data._dataset).to(config["device"])
-    trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, model)
+    experiment = quick_start.prepare(config)
+    trainer = experiment.trainer
 
     def report_validation(epoch_idx: int, valid_score: float) -> None:
         tune.report({EPOCH: epoch_idx + 1, VALID_SCORE: float(valid_score),
                      LAST_VALIDATION: _is_last_validation(trainer, epoch_idx)})
 
     # Weights are not saved: the best config is retrained once after the search.
-    trainer.fit(train_data, valid_data, verbose=True, saved=False, show_progress=False,
+    trainer.fit(experiment.train_data, experiment.valid_data, verbose=True, saved=False, show_progress=False,
                 callback_fn=report_validation)
 
 

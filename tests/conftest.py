@@ -6,6 +6,7 @@ import random
 from pathlib import Path
 
 import pytest
+import torch
 
 import recbole_llada  # noqa: F401  (applies compat and registers the plugin)
 
@@ -40,6 +41,16 @@ def write_tiny_dataset(root: Path, name: str = TINY_DATASET, n_users: int = 40, 
 def _run_in_tmp_dir(tmp_path, monkeypatch):
     """RecBole writes log/ and log_tensorboard/ into the working directory: keep them out of the repo."""
     monkeypatch.chdir(tmp_path)
+
+
+@pytest.fixture
+def one_torch_thread():
+    """Tiny tensors gain nothing from intra-op threads, and on a busy 2-core machine the thread hand-offs
+    make them many times slower. Modules opt in with ``pytestmark = pytest.mark.usefixtures("one_torch_thread")``."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
 
 
 @pytest.fixture

@@ -8,7 +8,9 @@ import torch
 
 import recbole_llada.sid.build as build_module
 from recbole_llada.sid.build import PADDING_CODE, SIDConfig, build_semantic_ids, write_sid_table
-from test_sid_cache import ITEMS, TEXTS, TRAIN, fake_encoder, one_thread, tiny_pipeline  # noqa: F401 (fixtures)
+from test_sid_cache import ITEMS, TEXTS, TRAIN, fake_encoder, tiny_pipeline  # noqa: F401 (fixtures)
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def test_from_config_reads_prefixed_keys_and_coerces_strings():

@@ -16,12 +16,7 @@ from recbole_llada.sid.build import SIDConfig, build_semantic_ids
 from recbole_llada.sid.cache import ArrayCache, fingerprint
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 class CountingBuild:

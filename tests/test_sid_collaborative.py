@@ -9,7 +9,7 @@ from recbole.data import create_dataset
 
 from conftest import TINY_DATASET, tiny_config_dict
 from recbole_llada.sid.collaborative import train_collaborative_embeddings
-from test_sid_cache import one_thread  # noqa: F401 (autouse fixture)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture

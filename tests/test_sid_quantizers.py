@@ -11,13 +11,7 @@ from recbole_llada.sid.quantizers.mh_vqvae import MultiHeadVQVAE
 from recbole_llada.sid.quantizers.vae import sinkhorn_assign, train_autoencoder
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny tensors: extra threads only add synchronisation (and stall badly on a busy 2-core machine)."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def clustered(n: int = 120, dim: int = 8, n_clusters: int = 6, seed: int = 0) -> torch.Tensor:

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import gzip
-import html
 import json
 import logging
 import os
@@ -37,6 +36,7 @@ import pandas as pd
 
 from recbole_llada.data.download import DownloadError, download_file
 from recbole_llada.errors import UserInputError
+from recbole_llada.sid.text import clean_text as clean_item_text
 
 logger = logging.getLogger(__name__)
 
@@ -58,7 +58,6 @@ REQUIRED_SPLITS = ("valid", "test")
 OPTIONAL_SPLITS = ("train",)
 
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
-_TAG = re.compile(r"<[^>]+>")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 _PARENT_ASIN = re.compile(r'"parent_asin"\s*:\s*"([^"]*)"')
 
@@ -189,18 +188,14 @@ def build_sequences(test: pd.DataFrame, valid: pd.DataFrame,
 def clean_text(value: object) -> str:
     """Meta value -> one line safe inside a tab-separated atomic file.
 
-    HTML unescaped, tags dropped, whitespace (tabs, newlines, Unicode separators) collapsed, control characters
-    removed; a list becomes its non-empty cleaned elements joined with ", ". Double quotes become two single quotes
-    because RecBole reads atomic files with pandas' default quoting, where a cell opening with ``"`` swallows the
-    following tabs and lines.
+    The SID pipeline's cleaning (HTML unescaped, tags dropped, whitespace collapsed), then what an atomic file
+    needs on top: control characters removed, and double quotes written as two single quotes, because RecBole
+    reads atomic files with pandas' default quoting, where a cell opening with ``"`` swallows the following tabs
+    and lines. A list becomes its non-empty cleaned elements joined with ", ".
     """
-    if value is None:
-        return ""
     if isinstance(value, (list, tuple)):
         return ", ".join(part for part in (clean_text(element) for element in value) if part)
-    text = _TAG.sub(" ", html.unescape(str(value)))
-    text = " ".join(text.split())
-    return _CONTROL.sub("", text).replace('"', "''")
+    return _CONTROL.sub("", clean_item_text(value)).replace('"', "''")
 
 
 def read_item_texts(meta_file: Path, wanted_items: set[str]) -> dict[str, list[str]]:
