@@ -32,7 +32,7 @@ if __package__ in (None, ""):  # run as a file: make the repository root importa
 
 from benchmarks.common import RESULTS_DIR, format_number, write_csv, write_markdown
 from recbole_llada.models import check_model_name
-from recbole_llada.quick_start import RunResult, parse_overrides, run
+from recbole_llada.quick_start import RunResult, parse_overrides, run, run_distributed
 from recbole_llada.results import markdown_table, provenance
 
 METRICS = ("recall@1", "recall@5", "recall@10", "ndcg@5", "ndcg@10")
@@ -140,6 +140,13 @@ def latest_per_seed(rows: Sequence[Mapping[str, str]]) -> list[Mapping[str, str]
     return list(latest.values())
 
 
+def _shared_overrides(recorded: str) -> str:
+    """A run's recorded overrides without the per-run checkpoint folder, so the seeds of one setting read as one."""
+    overrides = json.loads(recorded or "{}")
+    overrides.pop("checkpoint_dir", None)
+    return json.dumps(overrides, sort_keys=True)
+
+
 def summarise(rows: Sequence[Mapping[str, str]]) -> list[OursSummary]:
     """Mean and sample std per label over its seeds, labels in order of first appearance."""
     by_label: dict[str, list[Mapping[str, str]]] = {}
@@ -157,7 +164,7 @@ def summarise(rows: Sequence[Mapping[str, str]]) -> list[OursSummary]:
             label=label, seeds=sorted(int(r["seed"]) for r in group), mean=mean, std=std,
             train_seconds=statistics.fmean(float(r["train_seconds"]) for r in group),
             test_seconds=statistics.fmean(float(r["test_seconds"]) for r in group),
-            overrides=sorted({r["overrides"] for r in group}),
+            overrides=sorted({_shared_overrides(r["overrides"]) for r in group}),
         ))
     return summaries
 
@@ -222,8 +229,13 @@ def write_summary(dataset: str, results_dir: Path) -> tuple[Path, Path]:
 # ----- running ------------------------------------------------------------------------------------------------
 
 def run_quality(models: Sequence[str], dataset: str, seeds: Sequence[int], overrides: Mapping[str, Any],
-                results_dir: Path, config_files: Sequence[str] = (), label: str | None = None) -> tuple[Path, Path]:
-    """Run every model for every seed, recording each run as it finishes; returns the summary paths."""
+                results_dir: Path, config_files: Sequence[str] = (), label: str | None = None,
+                nproc: int = 1) -> tuple[Path, Path]:
+    """Run every model for every seed, recording each run as it finishes; returns the summary paths.
+
+    ``nproc`` > 1 trains each run on that many GPUs (RecBole's DistributedDataParallel path); its rows are
+    labelled ``<model> (<nproc> GPUs)`` unless ``label`` is given.
+    """
     if label is not None and len(models) != 1:
         raise ValueError("--label names the runs of a single model; run one model per invocation")
     if "seed" in overrides:
@@ -233,9 +245,14 @@ def run_quality(models: Sequence[str], dataset: str, seeds: Sequence[int], overr
     summary = write_summary(dataset, results_dir)
     for model in models:
         for seed in seeds:
-            result = run(model, dataset, config_files, {**overrides, "seed": seed})
+            seeded = {**overrides, "seed": seed}
+            if nproc > 1:
+                result = run_distributed(model, dataset, config_files, seeded, nproc=nproc)
+            else:
+                result = run(model, dataset, config_files, seeded)
             result.saved_model_file = keep_checkpoint_per_seed(result.saved_model_file, seed)
-            append_run(runs_path(results_dir, dataset), run_record(result, label or model, overrides))
+            default_label = model if nproc == 1 else f"{model} ({nproc} GPUs)"
+            append_run(runs_path(results_dir, dataset), run_record(result, label or default_label, overrides))
             summary = write_summary(dataset, results_dir)
     return summary
 
@@ -250,6 +267,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--first_seed", type=int, default=2024, help="seeds are first_seed, first_seed + 1, ...")
     parser.add_argument("--label", default=None,
                         help="name of these runs in the tables (default: the model name); one model only")
+    parser.add_argument("--nproc", type=int, default=1, help="GPUs per run (RecBole's multi-GPU path; default 1)")
     parser.add_argument("--config_files", default="", help="extra YAML files, comma separated (later wins)")
     parser.add_argument("--results_dir", type=Path, default=RESULTS_DIR)
     parser.add_argument("--summary_only", action="store_true",
@@ -266,7 +284,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         models = [m.strip() for m in args.models.split(",") if m.strip()]
         config_files = [f for f in args.config_files.split(",") if f]
         seeds = [args.first_seed + i for i in range(args.seeds)]
-        md_path, _ = run_quality(models, args.dataset, seeds, overrides, args.results_dir, config_files, args.label)
+        md_path, _ = run_quality(models, args.dataset, seeds, overrides, args.results_dir, config_files, args.label,
+                                 args.nproc)
     print(md_path.read_text())
     print(f"written to {md_path.with_suffix('')}.{{md,csv}}")
     return 0

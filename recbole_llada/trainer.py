@@ -60,10 +60,21 @@ class LLaDARecTrainer(Trainer):
             return torch.autocast("cuda", dtype=torch.bfloat16)
         return contextlib.nullcontext()
 
+    def _budget_exhausted(self) -> bool:
+        exhausted = bool(self.train_time_budget) and (
+            time.perf_counter() - self._first_epoch_start > self.train_time_budget)
+        if not self.config["single_spec"]:
+            # Rank 0's clock decides for all: a rank that stopped alone would leave the others waiting forever in
+            # their next gradient all-reduce.
+            flag = torch.tensor([float(exhausted)], device=self.device)
+            torch.distributed.broadcast(flag, src=0)
+            exhausted = bool(flag.item())
+        return exhausted
+
     def _train_epoch(self, train_data, epoch_idx, loss_func=None, show_progress=False):
         if self._first_epoch_start is None:
             self._first_epoch_start = time.perf_counter()
-        elif self.train_time_budget and time.perf_counter() - self._first_epoch_start > self.train_time_budget:
+        elif self._budget_exhausted():
             self._budget_spent = True
             self.logger.info(f"train_time_budget of {self.train_time_budget} s spent: stopping after "
                              f"{epoch_idx} epochs")

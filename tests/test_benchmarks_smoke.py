@@ -19,6 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/ sits
 
 from benchmarks import common, quality, reference_decode, speed, tradeoff  # noqa: E402
 from conftest import tiny_config_dict, write_tiny_dataset  # noqa: E402
+from recbole_llada.quick_start import RunResult  # noqa: E402
 
 CPU = torch.device("cpu")
 # Codes allowed at each position; every combination is an item, so restricting each position separately (the
@@ -285,3 +286,20 @@ def test_tradeoff_reproduces_the_run_and_writes_table_and_plot(tiny_runs, tmp_pa
     reread = tradeoff.read_points_csv(tmp_path / "tradeoff_tiny.csv")
     assert [(p.gen_steps, p.num_beams, p.metrics["ndcg@10"]) for p in reread] \
         == [(p.gen_steps, p.num_beams, p.metrics["ndcg@10"]) for p in points]
+
+
+def test_quality_on_several_gpus_goes_through_the_distributed_path(tmp_path, monkeypatch):
+    calls = []
+
+    def fake_distributed(model, dataset, config_files, overrides, nproc):
+        calls.append((model, overrides["seed"], nproc))
+        return RunResult(model=model, dataset=dataset, seed=overrides["seed"], n_parameters=1, train_seconds=1.0,
+                         test_seconds=1.0, best_valid_score=0.1, best_valid_result={},
+                         test_result={"recall@10": 0.2, "ndcg@10": 0.1})
+
+    monkeypatch.setattr(quality, "run_distributed", fake_distributed)
+    monkeypatch.setattr(quality, "run", lambda *args, **kwargs: pytest.fail("single-process path taken"))
+    quality.run_quality(["LLaDARec"], "tiny", [7], {}, tmp_path, nproc=2)
+    assert calls == [("LLaDARec", 7, 2)]
+    runs = quality.read_runs(quality.runs_path(tmp_path, "tiny"))
+    assert [(r["label"], r["seed"], r["ndcg@10"]) for r in runs] == [("LLaDARec (2 GPUs)", "7", "0.1")]

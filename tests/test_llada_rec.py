@@ -196,3 +196,22 @@ def test_training_learns_the_ring_and_checkpoints_reload_identically(tiny_world,
     interaction = first_batch(test)[0]
     with torch.no_grad():
         assert torch.equal(model.full_sort_predict(interaction), reloaded.full_sort_predict(interaction))
+
+
+def test_distributed_budget_follows_rank0s_clock(tiny_world, monkeypatch):
+    config, *_ = tiny_world
+    trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, new_model(tiny_world))
+    trainer.train_time_budget, trainer._first_epoch_start = 1e9, 0.0  # this rank alone would keep training
+    broadcasts = []
+
+    def rank0_says_stop(tensor, src):
+        broadcasts.append(src)
+        tensor.fill_(1.0)
+
+    monkeypatch.setattr(torch.distributed, "broadcast", rank0_says_stop)
+    config["single_spec"] = False
+    try:
+        assert trainer._budget_exhausted() and broadcasts == [0]
+    finally:
+        config["single_spec"] = True
+    assert not trainer._budget_exhausted() and broadcasts == [0]  # one process: its own clock, no collective

@@ -34,3 +34,15 @@ def test_misaligned_dataset_is_an_error(tiny_config):
     dataset.field2id_token[dataset.iid_field] = dataset.field2id_token[dataset.iid_field][::-1]
     with pytest.raises(ValueError, match="would not line up"):
         train_collaborative_embeddings(tiny_config, dataset, cache_dir="")
+
+
+def test_sasrec_trains_with_the_baseline_protocol_not_the_callers_recipe(tiny_data_path, tmp_path):
+    from recbole_llada.sid.collaborative import sasrec_config
+
+    values = tiny_config_dict(tiny_data_path, tmp_path, train_batch_size=1024, learning_rate=0.003,
+                              weight_decay=0.05, stopping_step=3)
+    caller = Config(model="SASRec", dataset=TINY_DATASET, config_dict=values)
+    sasrec = sasrec_config(caller, hidden_size=8, epochs=5)
+    assert (sasrec["train_batch_size"], sasrec["learning_rate"], sasrec["stopping_step"]) == (256, 0.001, 10)
+    assert sasrec["weight_decay"] == 0.0 and sasrec["epochs"] == 5 and sasrec["hidden_size"] == 8
+    assert caller["train_batch_size"] == 1024 and caller["learning_rate"] == 0.003  # the caller's is untouched

@@ -1,8 +1,9 @@
 """Collaborative item embeddings for datasets without item text: RecBole's SASRec trained on the training split.
 
 The only RecBole-dependent part of the SID pipeline. SASRec runs on a copy of the caller's RecBole config with
-the model keys replaced by SASRec's own defaults (read from the installed RecBole), so the dataset, its
-filtering, split and training settings are the caller's while the model is plain SASRec. The item embedding
+the model keys replaced by SASRec's own defaults (read from the installed RecBole) and the optimisation keys by the
+baselines' protocol, so the dataset, its filtering and split are the caller's while the model and its training are
+our plain SASRec baseline's. The item embedding
 table (row = RecBole internal item id, row 0 = padding) is returned and, when a cache folder is configured,
 cached under a key of the dataset files, the dataset/training arguments and the SASRec settings.
 """
@@ -20,6 +21,7 @@ import numpy as np
 import torch
 import yaml
 
+from recbole_llada.resources import overall_config
 from recbole_llada.sid.build import SIDConfig
 from recbole_llada.sid.cache import ArrayCache, fingerprint
 
@@ -28,15 +30,29 @@ logger = logging.getLogger(__name__)
 _NO_NEGATIVES = {"distribution": "none", "sample_num": "none", "alpha": "none", "dynamic": False, "candidate_num": 0}
 
 
+# Optimisation keys SASRec takes from the baselines' protocol (properties/overall.yaml, then RecBole's defaults)
+# rather than from the caller's config, which holds the calling model's recipe (LLaDARec: batch 1024, lr 3e-3).
+BASELINE_TRAINING_KEYS = ("learner", "learning_rate", "weight_decay", "train_batch_size", "stopping_step",
+                          "clip_grad_norm", "eval_step")
+
+
+def _load_yaml(path: Path, config: Any) -> dict[str, Any]:
+    with open(path, encoding="utf-8") as handle:
+        return yaml.load(handle, Loader=config.yaml_loader) or {}  # RecBole's loader reads "1e-12" as a float
+
+
 def sasrec_config(config: Any, hidden_size: int, epochs: int) -> Any:
-    """A copy of the RecBole ``Config`` that trains SASRec with CE loss; the original is left untouched."""
+    """A copy of the RecBole ``Config`` that trains SASRec with CE loss, as our SASRec baseline trains; the
+    original is left untouched."""
     import recbole
     from recbole.utils import InputType
 
-    with open(Path(recbole.__file__).parent / "properties" / "model" / "SASRec.yaml", encoding="utf-8") as handle:
-        defaults = yaml.load(handle, Loader=config.yaml_loader)  # RecBole's loader reads "1e-12" as a float
+    recbole_properties = Path(recbole.__file__).parent / "properties"
+    training = _load_yaml(recbole_properties / "overall.yaml", config)
+    training.update(_load_yaml(overall_config(), config))
     values = dict(config.final_config_dict)
-    values.update(defaults)
+    values.update({key: training.get(key) for key in BASELINE_TRAINING_KEYS})
+    values.update(_load_yaml(recbole_properties / "model" / "SASRec.yaml", config))
     # What Config derives from loss_type CE; SASRec's yaml sets CE and we train without negatives.
     values.update(model="SASRec", MODEL_INPUT_TYPE=InputType.POINTWISE, hidden_size=hidden_size, epochs=epochs,
                   train_neg_sample_args=dict(_NO_NEGATIVES), save_dataset=False, save_dataloaders=False)

@@ -1,0 +1,109 @@
+#!/usr/bin/env bash
+# The quality benchmark of one dataset on a GPU machine, in one call:
+#   1. (MULTI_GPU_SEEDS > 0 and >= 2 GPUs) LLaDARec on all GPUs (RecBole's DDP path), alone on the machine;
+#   2. then two streams side by side: LLaDARec seed after seed on LLADA_GPU, with the quality / decode-time
+#      trade-off on its first checkpoint; the baselines on BASELINE_GPU, BASELINE_JOBS runs at a time.
+# Every finished run lands in WORK_DIR/results/<dataset>_runs.csv and the summary <dataset>.{md,csv} is rebuilt,
+# so a call cut short still returns what finished (tar WORK_DIR/results).
+#
+#   bash benchmarks/gpu_quality.sh DATASET WORK_DIR
+#
+# Environment (defaults in brackets):
+#   DATA_PATH          folder holding DATASET/ [dataset_configs' data_path]
+#   LLADA_OVERRIDES    --key=value for LLaDARec runs only (SID source, --epochs=N so the cosine ends in time) []
+#   BASELINE_OVERRIDES --key=value for baseline runs only (e.g. --epochs=50 as an epoch cap) []
+#   EXTRA_OVERRIDES    --key=value for every run []
+#   LLADA_SEEDS        LLaDARec seeds on one GPU [1];  SEEDS: baseline seeds [3];  FIRST_SEED [2024]
+#   MULTI_GPU_SEEDS    LLaDARec seeds on all GPUs, run first [0]
+#   BASELINES          [SASRec GRU4Rec BERT4Rec FMLPRec];  BASELINE_JOBS: baseline runs at once [4]
+#   LLADA_GPU / BASELINE_GPU  GPU index of each stream [0 / 1 if there are two GPUs, else 0]
+#   TRADEOFF_STEPS     T values of the trade-off, "" to skip it [1,2,3,4]
+#   PYTHON             interpreter [python3]
+set -uo pipefail
+dataset=${1:?usage: gpu_quality.sh DATASET WORK_DIR}
+work=${2:?usage: gpu_quality.sh DATASET WORK_DIR}
+PYTHON=${PYTHON:-python3}
+n_gpus=$("$PYTHON" -c "import torch; print(torch.cuda.device_count())")
+llada_gpu=${LLADA_GPU:-0}
+baseline_gpu=${BASELINE_GPU:-$((n_gpus > 1 ? 1 : 0))}
+first_seed=${FIRST_SEED:-2024}
+mkdir -p "$work/logs" "$work/results"
+export PYTHONUNBUFFERED=1 OMP_NUM_THREADS=2
+
+common=(--dataset="$dataset" --show_progress=False ${DATA_PATH:+--data_path="$DATA_PATH"} ${EXTRA_OVERRIDES:-})
+llada=(--sid_cache_dir="$work/sid_cache" ${LLADA_OVERRIDES:-})
+
+merge_runs() {  # every run writes its own folder; merge them and rebuild the summary, one stream at a time
+  flock "$work/merge.lock" "$PYTHON" - "$work" "$dataset" <<'EOF'
+import csv, os, sys
+from pathlib import Path
+work, dataset = Path(sys.argv[1]), sys.argv[2]
+rows, header = [], None
+for runs in sorted(work.glob(f"runs/*/{dataset}_runs.csv")):
+    with open(runs, newline="") as f:
+        reader = csv.DictReader(f)
+        header = header or reader.fieldnames
+        rows += list(reader)
+if header:
+    target = work / "results" / f"{dataset}_runs.csv"
+    with open(f"{target}.tmp", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=header)
+        writer.writeheader()
+        writer.writerows(rows)
+    os.replace(f"{target}.tmp", target)
+EOF
+  flock "$work/merge.lock" "$PYTHON" benchmarks/quality.py --dataset="$dataset" --summary_only \
+    --results_dir="$work/results" > "$work/logs/summary.log" 2>&1
+}
+
+run_quality() {  # NAME GPUS ARGS...: one quality.py invocation into runs/NAME, logged to logs/NAME.log
+  local name=$1 gpus=$2
+  shift 2
+  CUDA_VISIBLE_DEVICES=$gpus "$PYTHON" benchmarks/quality.py "${common[@]}" --results_dir="$work/runs/$name" \
+    --checkpoint_dir="$work/saved/$name" "$@" > "$work/logs/$name.log" 2>&1 \
+    || echo "$name failed: see logs/$name.log"
+  merge_runs
+}
+
+for ((i = 0; i < ${MULTI_GPU_SEEDS:-0}; i++)); do
+  seed=$((first_seed + i))
+  if ((n_gpus < 2)); then echo "one GPU: no multi-GPU run"; break; fi
+  echo "== $dataset: LLaDARec on $n_gpus GPUs, seed $seed $(date -u +%T)"
+  all_gpus=$(seq -s, 0 $((n_gpus - 1)))
+  run_quality "LLaDARec-${n_gpus}gpus-$seed" "$all_gpus" --models=LLaDARec --seeds=1 --first_seed=$seed \
+    --nproc="$n_gpus" "${llada[@]}"
+done
+
+llada_stream() {
+  for ((i = 0; i < ${LLADA_SEEDS:-1}; i++)); do
+    seed=$((first_seed + i))
+    echo "== $dataset: LLaDARec seed $seed on GPU $llada_gpu $(date -u +%T)"
+    run_quality "LLaDARec-$seed" "$llada_gpu" --models=LLaDARec --seeds=1 --first_seed=$seed "${llada[@]}"
+    checkpoint=$(ls "$work/saved/LLaDARec-$seed"/LLaDARec-*.pth 2>/dev/null | head -n 1)
+    if ((i == 0)) && [ -n "${TRADEOFF_STEPS-1,2,3,4}" ] && [ -n "$checkpoint" ]; then
+      echo "== $dataset: trade-off $(date -u +%T)"
+      CUDA_VISIBLE_DEVICES=$llada_gpu "$PYTHON" benchmarks/tradeoff.py --checkpoint "$checkpoint" \
+        ${DATA_PATH:+--data_path="$DATA_PATH"} --out_dir "$work/results" --gen_steps="${TRADEOFF_STEPS-1,2,3,4}" \
+        --beams=10,20,50 > "$work/logs/tradeoff.log" 2>&1 || echo "tradeoff.py failed: see logs/tradeoff.log"
+    fi
+  done
+}
+
+baseline_stream() {  # every model x seed, at most BASELINE_JOBS at once (small models share a GPU well)
+  for ((i = 0; i < ${SEEDS:-3}; i++)); do
+    seed=$((first_seed + i))
+    for model in ${BASELINES:-SASRec GRU4Rec BERT4Rec FMLPRec}; do
+      while (($(jobs -rp | wc -l) >= ${BASELINE_JOBS:-4})); do wait -n; done
+      echo "== $dataset: $model seed $seed on GPU $baseline_gpu $(date -u +%T)"
+      run_quality "$model-$seed" "$baseline_gpu" --models="$model" --seeds=1 --first_seed=$seed \
+        ${BASELINE_OVERRIDES:-} &
+    done
+  done
+  wait
+}
+
+llada_stream &
+baseline_stream &
+wait
+echo "== $dataset: done $(date -u +%T)"
+cat "$work/results/$dataset.md" 2>/dev/null
