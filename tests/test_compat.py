@@ -95,3 +95,18 @@ def test_distributed_evaluate_waits_for_rank0_and_loads_its_checkpoint(monkeypat
     evaluate(single, eval_data=None)
     assert calls == [("load", "saved/a.pth")]
     assert getattr(recbole_trainer.Trainer.evaluate, "_waits_for_rank0", False)
+
+
+@pytest.mark.parametrize("with_plugin", [False, True])
+def test_importing_recbole_models_leaves_anomaly_detection_off_only_with_the_plugin(with_plugin):
+    import subprocess
+
+    code = "; ".join([
+        "import torch",
+        *(["import recbole_llada"] if with_plugin else []),
+        "import recbole.model.sequential_recommender",  # SINE's module switches anomaly detection on
+        "print(torch.is_anomaly_enabled())",
+    ])
+    printed = subprocess.run([sys.executable, "-W", "ignore", "-c", code], capture_output=True, text=True,
+                             check=True).stdout.split()[-1]
+    assert printed == ("False" if with_plugin else "True")
