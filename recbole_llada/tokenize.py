@@ -4,7 +4,8 @@
 
 Uses exactly LLaDARec's config layers and split, so the SIDs are the ones training will use (and a later
 training run hits the cache). Writes ``item_id<TAB>c1 c2 ... cM`` to ``--output`` (default
-``saved/sid/<dataset>.sid.tsv``) for inspection.
+``saved/sid/<dataset>.sid.tsv``) for inspection, and with ``--report=FILE.md`` the report with its provenance
+(command, commit, hardware, date) for the record.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--dataset", default="ml-100k")
     parser.add_argument("--config_files", default="", help="extra YAML files, space separated")
     parser.add_argument("--output", default=None, help="where to write the SID table")
+    parser.add_argument("--report", default=None, help="also write the report, with provenance, to this .md file")
     args, rest = parser.parse_known_args(argv)
     try:
         import recbole_llada  # noqa: F401
@@ -45,6 +47,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     write_sid_table(output, list(dataset.field2id_token[dataset.iid_field]), dataset.item_sid)
     # The dataset has already logged the report (RecBole's logger prints to the console).
     print(f"SID table written to {output}")
+    if args.report:
+        from recbole_llada.results import provenance, provenance_markdown
+
+        report = Path(args.report)
+        report.parent.mkdir(parents=True, exist_ok=True)
+        report.write_text(f"# Semantic IDs of {args.dataset}\n\n```\n{dataset.sid_report.format()}\n```\n\n"
+                          f"## Provenance\n\n{provenance_markdown(provenance())}\n")
+        print(f"report written to {report}")
     return 0
 
 

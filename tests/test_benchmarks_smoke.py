@@ -303,3 +303,18 @@ def test_quality_on_several_gpus_goes_through_the_distributed_path(tmp_path, mon
     assert calls == [("LLaDARec", 7, 2)]
     runs = quality.read_runs(quality.runs_path(tmp_path, "tiny"))
     assert [(r["label"], r["seed"], r["ndcg@10"]) for r in runs] == [("LLaDARec (2 GPUs)", "7", "0.1")]
+
+
+def test_multi_gpu_reads_epoch_times_and_skips_the_budget_placeholder():
+    from benchmarks import multi_gpu
+
+    log = "\n".join([
+        "28 Nov 18:58    INFO  epoch 0 training [time: 6.46s, train loss: 524.5706]",
+        "28 Nov 18:58    INFO  epoch 0 evaluating [time: 5.56s, valid_score: 0.048100]",
+        "28 Nov 18:58    INFO  epoch 1 training [time: 6.40s, train loss: 523.4216]",
+        "28 Nov 18:58    INFO  epoch 2 training [time: 0.00s, train loss: 0.0000]",
+        "28 Nov 18:58    INFO  epoch 2 evaluating [time: 0.00s, valid_score: -inf]",
+    ])
+    assert multi_gpu.epoch_times(log) == {"training": [6.46, 6.40], "evaluating": [5.56]}
+    assert multi_gpu.median_ratio([6.0, 8.0], [3.5]) == pytest.approx(2.0)
+    assert multi_gpu.median_ratio([], [1.0]) is None

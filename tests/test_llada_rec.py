@@ -215,3 +215,14 @@ def test_distributed_budget_follows_rank0s_clock(tiny_world, monkeypatch):
     finally:
         config["single_spec"] = True
     assert not trainer._budget_exhausted() and broadcasts == [0]  # one process: its own clock, no collective
+
+
+def test_collaborative_sids_report_sasrecs_time_as_the_embed_stage(tmp_path):
+    config = Config(model="LLaDARec", dataset="tiny", config_dict=llada_config_dict(
+        tmp_path, item_embedding="collaborative", sid_collab_epochs=1, sid_collab_hidden_size=8))
+    write_tiny_dataset(tmp_path / "data", n_items=N_ITEMS)
+    init_seed(config["seed"], config["reproducibility"])
+    train, _, _ = data_preparation(config, create_dataset(config))
+    stages = train._dataset.sid_report.stage_seconds
+    assert next(iter(stages)) == "embed" and stages["embed"] > 0
+    assert stages["total"] >= stages["embed"] + stages["fit"]
