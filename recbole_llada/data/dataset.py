@@ -55,18 +55,13 @@ class LLaDARecDataset(SequentialDataset):
                     "or item_embedding: file with sid_embedding_file / sid_embedding_ids_file."
                 )
             texts = read_item_texts(item_file, self.iid_field, cfg.text_fields)
-        embeddings = None
+        embeddings, embedding_seconds = None, 0.0
         if cfg.item_embedding == "collaborative":
             from recbole_llada.sid.collaborative import train_collaborative_embeddings
 
             tick = time.perf_counter()
             embeddings = train_collaborative_embeddings(self.config, self)
-            collaborative_seconds = time.perf_counter() - tick
-        result = build_semantic_ids(cfg, item_ids, train_item_mask, texts=texts, embeddings=embeddings)
-        if embeddings is not None:
-            # The pipeline received finished vectors: SASRec's training (or its cache load) was the embed stage.
-            stages = result.report.stage_seconds
-            stages.pop("embed", None)
-            total = stages.pop("total", 0.0) + collaborative_seconds
-            result.report.stage_seconds = {"embed": collaborative_seconds, **stages, "total": total}
+            embedding_seconds = time.perf_counter() - tick
+        result = build_semantic_ids(cfg, item_ids, train_item_mask, texts=texts, embeddings=embeddings,
+                                    embedding_seconds=embedding_seconds)
         return result.item_sid, result.report
