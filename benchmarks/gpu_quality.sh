@@ -14,7 +14,8 @@
 #   BASELINE_OVERRIDES --key=value for baseline runs only (e.g. --epochs=50 as an epoch cap) []
 #   EXTRA_OVERRIDES    --key=value for every run []
 #   LLADA_SEEDS        LLaDARec seeds on one GPU [1];  SEEDS: baseline seeds [3];  FIRST_SEED [2024]
-#   MULTI_GPU_SEEDS    LLaDARec seeds on all GPUs, run first [0]
+#   MULTI_GPU_SEEDS    LLaDARec seeds on all GPUs, run first [0]; with LLADA_SEEDS > 0 too, multi_gpu.py then
+#                      compares the first seed's two runs (multi_gpu_<dataset>.{md,csv})
 #   BASELINES          [SASRec GRU4Rec BERT4Rec FMLPRec];  BASELINE_JOBS: baseline runs at once [4]
 #   LLADA_GPU / BASELINE_GPU  GPU index of each stream [0 / 1 if there are two GPUs, else 0]
 #   TRADEOFF_STEPS     T values of the trade-off, "" to skip it [1,2,3,4]
@@ -105,5 +106,12 @@ baseline_stream() {  # every model x seed, at most BASELINE_JOBS at once (small 
 llada_stream &
 baseline_stream &
 wait
+
+multi_log="$work/logs/LLaDARec-${n_gpus}gpus-$first_seed.log" single_log="$work/logs/LLaDARec-$first_seed.log"
+if ((${MULTI_GPU_SEEDS:-0} > 0 && ${LLADA_SEEDS:-1} > 0)) && [ -f "$multi_log" ] && [ -f "$single_log" ]; then
+  "$PYTHON" benchmarks/multi_gpu.py --dataset="$dataset" --results_dir="$work/results" --single=LLaDARec \
+    --multi="LLaDARec ($n_gpus GPUs)" --single_log="$single_log" --multi_log="$multi_log" \
+    > "$work/logs/multi_gpu.log" 2>&1 || echo "multi_gpu.py failed: see logs/multi_gpu.log"
+fi
 echo "== $dataset: done $(date -u +%T)"
 cat "$work/results/$dataset.md" 2>/dev/null
