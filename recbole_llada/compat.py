@@ -29,7 +29,7 @@ whose tests fail without it.
 5. ``recbole/model/sequential_recommender/sine.py`` calls ``torch.autograd.set_detect_anomaly(True)`` at import
    time, and RecBole imports every sequential model as soon as one is looked up: every model of every run then
    trains in anomaly-detection mode, which records a Python stack per autograd node and checks every backward
-   result (RecBole's SASRec: 0.27 s per ml-100k batch on 2 CPU cores instead of 0.10 s). Right after that module
+   result (RecBole's SASRec: 0.27 s per ml-100k batch on 2 CPU cores instead of 0.19 s). Right after that module
    is imported we switch the mode off again. To debug with anomaly detection, enable it after importing models.
 """
 

@@ -3,9 +3,9 @@
 The only RecBole-dependent part of the SID pipeline. SASRec runs on a copy of the caller's RecBole config with
 the model keys replaced by SASRec's own defaults (read from the installed RecBole) and the optimisation keys by the
 baselines' protocol, so the dataset, its filtering and split are the caller's while the model and its training are
-our plain SASRec baseline's. The item embedding
-table (row = RecBole internal item id, row 0 = padding) is returned and, when a cache folder is configured,
-cached under a key of the dataset files, the dataset/training arguments and the SASRec settings.
+our plain SASRec baseline's. The item embedding table (row = RecBole internal item id, row 0 = padding) is
+returned and, when a cache folder is configured, cached under a key of the dataset files, the dataset/training
+arguments and the SASRec settings.
 """
 
 from __future__ import annotations
