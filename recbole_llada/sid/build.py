@@ -79,7 +79,8 @@ _FALLBACK_KEYS = {"seed": "seed", "device": "device", "show_progress": "show_pro
 
 @dataclass
 class SIDConfig:
-    """Everything that shapes the SIDs; see the module docstring for the config key of each field."""
+    """Everything that shapes the SIDs; see the module docstring for the config key of each field. The tokenizer
+    defaults are the quantizers' own (VAEConfig), the official config's."""
 
     item_embedding: str = "text"
     text_fields: list[str] | None = None
@@ -89,25 +90,25 @@ class SIDConfig:
     embedding_ids_file: str | None = None
     pca_dim: int = 128
     tokenizer: str = "mh_vqvae"
-    n_heads: int = 4
-    codebook_size: int = 256
-    code_dim: int = 32
-    hidden_sizes: tuple[int, ...] = (512, 256)
+    n_heads: int = VAEConfig.n_heads
+    codebook_size: int = VAEConfig.codebook_size
+    code_dim: int = VAEConfig.code_dim
+    hidden_sizes: tuple[int, ...] = VAEConfig.hidden_sizes
     epochs: int | None = None  # None: CPU_EPOCHS on CPU, GPU_EPOCHS on CUDA (resolved by resolved_epochs)
-    lr: float = 1e-3
-    weight_decay: float = 1e-4
-    batch_size: int = 2048
-    beta: float = 0.25
-    kmeans_init: bool = True
-    kmeans_iters: int = 100
-    sinkhorn_epsilon: float = 0.003
-    sinkhorn_iters: int = 10
-    sinkhorn_rounds: int = 30
-    check_every: int = 50
+    lr: float = VAEConfig.lr
+    weight_decay: float = VAEConfig.weight_decay
+    batch_size: int = VAEConfig.batch_size
+    beta: float = VAEConfig.beta
+    kmeans_init: bool = VAEConfig.kmeans_init
+    kmeans_iters: int = VAEConfig.kmeans_iters
+    sinkhorn_epsilon: float = VAEConfig.sinkhorn_epsilon
+    sinkhorn_iters: int = VAEConfig.sinkhorn_iters
+    sinkhorn_rounds: int = VAEConfig.sinkhorn_rounds
+    check_every: int = VAEConfig.check_every
     opq_iters: int = 10
     collab_epochs: int = 50
     collab_hidden_size: int = 128
-    seed: int = 2024
+    seed: int = VAEConfig.seed
     cache_dir: str | None = "saved/sid_cache"
     device: str | None = None
     show_progress: bool = True
