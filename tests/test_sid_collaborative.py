@@ -42,7 +42,23 @@ def test_sasrec_trains_with_the_baseline_protocol_not_the_callers_recipe(tiny_da
     values = tiny_config_dict(tiny_data_path, tmp_path, train_batch_size=1024, learning_rate=0.003,
                               weight_decay=0.05, stopping_step=3)
     caller = Config(model="SASRec", dataset=TINY_DATASET, config_dict=values)
-    sasrec = sasrec_config(caller, hidden_size=8, epochs=5)
+    sasrec = sasrec_config(caller, hidden_size=8, epochs=5, seed=7)
     assert (sasrec["train_batch_size"], sasrec["learning_rate"], sasrec["stopping_step"]) == (256, 0.001, 10)
     assert sasrec["weight_decay"] == 0.0 and sasrec["epochs"] == 5 and sasrec["hidden_size"] == 8
     assert caller["train_batch_size"] == 1024 and caller["learning_rate"] == 0.003  # the caller's is untouched
+
+
+def test_sasrec_seed_is_the_sid_seed_so_model_seeds_share_one_embedding(tiny_data_path, tmp_path):
+    cache = tmp_path / "cache"
+    embeddings = []
+    for run_seed in (1, 2):
+        values = tiny_config_dict(tiny_data_path, tmp_path, seed=run_seed, sid_seed=5, sid_collab_hidden_size=8,
+                                  sid_collab_epochs=1, sid_cache_dir=str(cache))
+        embeddings.append(train_collaborative_embeddings(Config(model="SASRec", dataset=TINY_DATASET,
+                                                                config_dict=values)))
+    assert len(list(cache.glob("sasrec-*.npc"))) == 1  # the second run seed hit the first one's cache
+    np.testing.assert_array_equal(embeddings[0], embeddings[1])
+    values = tiny_config_dict(tiny_data_path, tmp_path, seed=1, sid_seed=6, sid_collab_hidden_size=8,
+                              sid_collab_epochs=1, sid_cache_dir=str(cache))
+    other = train_collaborative_embeddings(Config(model="SASRec", dataset=TINY_DATASET, config_dict=values))
+    assert len(list(cache.glob("sasrec-*.npc"))) == 2 and not np.array_equal(other, embeddings[0])

@@ -41,9 +41,10 @@ def _load_yaml(path: Path, config: Any) -> dict[str, Any]:
         return yaml.load(handle, Loader=config.yaml_loader) or {}  # RecBole's loader reads "1e-12" as a float
 
 
-def sasrec_config(config: Any, hidden_size: int, epochs: int) -> Any:
+def sasrec_config(config: Any, hidden_size: int, epochs: int, seed: int) -> Any:
     """A copy of the RecBole ``Config`` that trains SASRec with CE loss, as our SASRec baseline trains; the
-    original is left untouched."""
+    original is left untouched. ``seed`` is the SID seed (``sid_seed``), not the run's: the embeddings belong to
+    the tokenizer, so runs that differ only in their model seed share one SASRec and one set of SIDs."""
     import recbole
     from recbole.utils import InputType
 
@@ -55,7 +56,7 @@ def sasrec_config(config: Any, hidden_size: int, epochs: int) -> Any:
     values.update(_load_yaml(recbole_properties / "model" / "SASRec.yaml", config))
     # What Config derives from loss_type CE; SASRec's yaml sets CE and we train without negatives.
     values.update(model="SASRec", MODEL_INPUT_TYPE=InputType.POINTWISE, hidden_size=hidden_size, epochs=epochs,
-                  train_neg_sample_args=dict(_NO_NEGATIVES), save_dataset=False, save_dataloaders=False)
+                  seed=seed, train_neg_sample_args=dict(_NO_NEGATIVES), save_dataset=False, save_dataloaders=False)
     copied = copy.copy(config)
     copied.final_config_dict = values
     copied.model = "SASRec"
@@ -110,7 +111,7 @@ def train_collaborative_embeddings(config: Any, dataset: Any = None, epochs: int
     epochs = epochs or sid.collab_epochs
     hidden_size = hidden_size or sid.collab_hidden_size
     cache_dir = sid.cache_dir if cache_dir is None else cache_dir
-    model_config = sasrec_config(config, hidden_size, epochs)
+    model_config = sasrec_config(config, hidden_size, epochs, sid.seed)
     expected = None if dataset is None else list(dataset.field2id_token[dataset.iid_field])
 
     def train() -> dict[str, np.ndarray]:
