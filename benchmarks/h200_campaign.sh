@@ -1,25 +1,27 @@
 #!/usr/bin/env bash
-# Session 3's benchmark campaign on one 4-GPU H200 machine (nvidia-h200-x4), in two device calls that each end
-# within DEADLINE_S seconds and keep whatever finished (see gpu_sessions.md for what each call produced):
+# Session 3's benchmark campaign on one 4-GPU H200 machine (nvidia-h200-x4), in device calls that each end
+# within DEADLINE_S seconds and keep whatever finished (gpu_sessions.md says what each call produced). Lesson of
+# the first call: processes sharing a GPU are time-sliced, so three LLaDARec runs on one GPU each ran 3.3x slower
+# than one alone; keep at most one LLaDARec and two small baselines per GPU.
 #
-#   bash benchmarks/h200_campaign.sh quality WORK   # every stream at once, one per GPU:
-#       GPU 0  Beauty LLaDARec, 3 seeds at once         GPU 1  Beauty SASRec and BERT4Rec, 3 seeds
-#       GPU 2  Scientific collaborative SIDs, then       GPU 3  Scientific SASRec/BERT4Rec/GRU4Rec seed 1,
-#              Scientific LLaDARec seed 1; ml-100k              Beauty GRU4Rec seed 3 and FMLPRec seeds 2-3
-#              baselines, 3 seeds
-#   bash benchmarks/h200_campaign.sh scaling WORK   # needs the SID cache of the quality call in WORK/scientific:
-#       GPU 0  Scientific LLaDARec seed 2 alone          GPUs 2+3  the same run on two GPUs (DDP)
-#       GPU 1  anomaly_mode.py and speed.py on an otherwise idle GPU, then Scientific LLaDARec seed 3
+#   bash benchmarks/h200_campaign.sh beauty WORK    # the Beauty seeds, the speed benchmark, Scientific's SIDs:
+#       GPU 0  Beauty LLaDARec seed 1 alone, then anomaly_mode.py and speed.py on the idle GPU
+#       GPU 1  Beauty LLaDARec seed 2, SASRec seeds 1-2       GPU 2  Beauty LLaDARec seed 3, SASRec seed 3,
+#       GPU 3  Scientific collaborative SIDs, then Scientific          BERT4Rec seed 1
+#              LLaDARec seed 1 with the time that is left
+#   bash benchmarks/h200_campaign.sh scaling WORK   # Beauty LLaDARec seed 1 on GPUs 0+1 (DDP), against the
+#       one-GPU run of the beauty part (WORK/Beauty); Scientific LLaDARec seeds 2 and 3 on GPUs 2 and 3 (needs the
+#       SID cache in WORK/Scientific/sid_cache); BERT4Rec Beauty seeds 2-3 on GPU 0 and 1 after the DDP run
 #
 # Environment: BEAUTY_DATA (folder holding Beauty/), BEAUTY_EMBEDDINGS (path prefix of the .npy/.ids text
 # embeddings; the GPU machine has no encoder weights), SCIENTIFIC_DATA (folder holding Scientific/),
 # DEADLINE_S [500]. Hyperparameters are in benchmarks/configs/*.yaml; this file only places runs on GPUs.
 set -uo pipefail
-part=${1:?usage: h200_campaign.sh quality|scaling WORK}
-work=${2:?usage: h200_campaign.sh quality|scaling WORK}
+part=${1:?usage: h200_campaign.sh beauty|scaling WORK}
+work=${2:?usage: h200_campaign.sh beauty|scaling WORK}
 end=$((SECONDS + ${DEADLINE_S:-500}))
 configs=benchmarks/configs
-mkdir -p "$work"
+mkdir -p "$work/results"
 
 beauty_llada=(--config_files=$configs/LLaDARec-Beauty-h200.yaml --item_embedding=file
               --sid_embedding_file="$BEAUTY_EMBEDDINGS.npy" --sid_embedding_ids_file="$BEAUTY_EMBEDDINGS.ids")
@@ -34,50 +36,55 @@ stream() {  # NAME DATASET VAR=VALUE...: one gpu_quality.sh call, cut at the dea
     > "$work/$name.log" 2>&1
 }
 
+beauty_baselines=(DATA_PATH="$BEAUTY_DATA" LLADA_SEEDS=0 BASELINE_OVERRIDES=--config_files=$configs/baselines-h200.yaml)
+beauty_llada_stream=(DATA_PATH="$BEAUTY_DATA" LLADA_SEEDS=1 SEEDS=0 LLADA_OVERRIDES="${beauty_llada[*]}")
+scientific_llada_stream=(DATA_PATH="$SCIENTIFIC_DATA" LLADA_SEEDS=1 SEEDS=0 LLADA_OVERRIDES=$scientific_llada)
+
 case $part in
-quality)
-  stream beauty-llada Beauty DATA_PATH="$BEAUTY_DATA" LLADA_GPU=0 LLADA_SEEDS=3 LLADA_JOBS=3 SEEDS=0 \
-    LLADA_OVERRIDES="${beauty_llada[*]}" &
-  stream beauty-baselines Beauty DATA_PATH="$BEAUTY_DATA" LLADA_SEEDS=0 BASELINE_GPU=1 SEEDS=3 BASELINE_JOBS=6 \
-    BASELINES="SASRec BERT4Rec" BASELINE_OVERRIDES=--config_files=$configs/baselines-h200.yaml &
-  stream beauty-baselines-rest Beauty DATA_PATH="$BEAUTY_DATA" LLADA_SEEDS=0 BASELINE_GPU=3 FIRST_SEED=2025 \
-    SEEDS=2 BASELINE_JOBS=3 BASELINES="FMLPRec GRU4Rec" BASELINE_OVERRIDES=--config_files=$configs/baselines-h200.yaml &
-  stream scientific-baselines Scientific DATA_PATH="$SCIENTIFIC_DATA" LLADA_SEEDS=0 BASELINE_GPU=3 SEEDS=1 \
-    BASELINE_JOBS=3 BASELINES="SASRec BERT4Rec GRU4Rec" \
-    BASELINE_OVERRIDES=--config_files=$configs/baselines-Scientific-h200.yaml &
-  stream ml-100k-baselines ml-100k LLADA_SEEDS=0 BASELINE_GPU=2 SEEDS=3 BASELINE_JOBS=4 \
-    BASELINE_OVERRIDES=--config_files=$configs/baselines-h200.yaml &
+beauty)
   (
-    mkdir -p "$work/Scientific"
-    CUDA_VISIBLE_DEVICES=2 timeout "$(left)" python3 -m recbole_llada.tokenize --dataset=Scientific \
-      --data_path="$SCIENTIFIC_DATA" $scientific_llada --sid_cache_dir="$work/Scientific/sid_cache" \
-      --show_progress=False --report="$work/sid_Scientific_collaborative_h200.md" > "$work/scientific-sids.log" 2>&1
-    stream scientific-llada Scientific DATA_PATH="$SCIENTIFIC_DATA" LLADA_GPU=2 LLADA_SEEDS=1 SEEDS=0 \
-      LLADA_OVERRIDES=$scientific_llada
-  ) &
-  ;;
-scaling)
-  stream scientific-1gpu Scientific DATA_PATH="$SCIENTIFIC_DATA" LLADA_GPU=0 FIRST_SEED=2025 LLADA_SEEDS=1 \
-    SEEDS=0 LLADA_OVERRIDES=$scientific_llada &
-  stream scientific-2gpus Scientific DATA_PATH="$SCIENTIFIC_DATA" MULTI_GPUS=2,3 FIRST_SEED=2025 MULTI_GPU_SEEDS=1 \
-    LLADA_SEEDS=0 SEEDS=0 LLADA_OVERRIDES=$scientific_llada &
-  (
-    export CUDA_VISIBLE_DEVICES=1
+    stream beauty-llada-2024 Beauty "${beauty_llada_stream[@]}" LLADA_GPU=0
+    export CUDA_VISIBLE_DEVICES=0
     timeout "$(left)" python3 benchmarks/anomaly_mode.py --scale=scientific --device=cuda \
       --out_dir="$work/results" > "$work/anomaly_mode.log" 2>&1
     timeout "$(left)" python3 benchmarks/speed.py --out_dir "$work/results" > "$work/speed.log" 2>&1
-    unset CUDA_VISIBLE_DEVICES
-    stream scientific-seed3 Scientific DATA_PATH="$SCIENTIFIC_DATA" LLADA_GPU=1 FIRST_SEED=2026 LLADA_SEEDS=1 \
-      SEEDS=0 LLADA_OVERRIDES=$scientific_llada
   ) &
+  stream beauty-llada-2025 Beauty "${beauty_llada_stream[@]}" LLADA_GPU=1 FIRST_SEED=2025 &
+  stream beauty-sasrec-1 Beauty "${beauty_baselines[@]}" BASELINE_GPU=1 SEEDS=2 BASELINE_JOBS=2 BASELINES=SASRec &
+  stream beauty-llada-2026 Beauty "${beauty_llada_stream[@]}" LLADA_GPU=2 FIRST_SEED=2026 &
+  stream beauty-sasrec-2 Beauty "${beauty_baselines[@]}" BASELINE_GPU=2 FIRST_SEED=2026 SEEDS=1 BASELINES=SASRec &
+  stream beauty-bert4rec-1 Beauty "${beauty_baselines[@]}" BASELINE_GPU=2 SEEDS=1 BASELINES=BERT4Rec &
+  (
+    mkdir -p "$work/Scientific"
+    CUDA_VISIBLE_DEVICES=3 timeout "$(left)" python3 -m recbole_llada.tokenize --dataset=Scientific \
+      --data_path="$SCIENTIFIC_DATA" $scientific_llada --sid_cache_dir="$work/Scientific/sid_cache" \
+      --show_progress=False --report="$work/results/sid_Scientific_collaborative_h200.md" \
+      > "$work/scientific-sids.log" 2>&1
+    # what is left, less about two minutes for loading and the 50-beam test of 50,985 users
+    budget=$(($(left) - 130))
+    if ((budget > 60)); then
+      stream scientific-llada-2024 Scientific "${scientific_llada_stream[@]}" LLADA_GPU=3 \
+        LLADA_OVERRIDES="$scientific_llada --train_time_budget=$budget"
+    fi
+  ) &
+  ;;
+scaling)
+  (
+    stream beauty-2gpus Beauty "${beauty_llada_stream[@]}" MULTI_GPUS=0,1 MULTI_GPU_SEEDS=1 LLADA_SEEDS=0
+    stream beauty-bert4rec-2 Beauty "${beauty_baselines[@]}" BASELINE_GPU=0 FIRST_SEED=2025 SEEDS=1 BASELINES=BERT4Rec &
+    stream beauty-bert4rec-3 Beauty "${beauty_baselines[@]}" BASELINE_GPU=1 FIRST_SEED=2026 SEEDS=1 BASELINES=BERT4Rec &
+    wait
+  ) &
+  stream scientific-llada-2025 Scientific "${scientific_llada_stream[@]}" LLADA_GPU=2 FIRST_SEED=2025 &
+  stream scientific-llada-2026 Scientific "${scientific_llada_stream[@]}" LLADA_GPU=3 FIRST_SEED=2026 &
   wait
-  logs=$work/Scientific/logs
-  python3 benchmarks/multi_gpu.py --dataset=Scientific --results_dir="$work/Scientific/results" --single=LLaDARec \
-    --multi="LLaDARec (2 GPUs)" --single_log="$logs/LLaDARec-2025.log" --multi_log="$logs/LLaDARec-2gpus-2025.log" \
+  logs=$work/Beauty/logs
+  python3 benchmarks/multi_gpu.py --dataset=Beauty --results_dir="$work/Beauty/results" --single=LLaDARec \
+    --multi="LLaDARec (2 GPUs)" --single_log="$logs/LLaDARec-2024.log" --multi_log="$logs/LLaDARec-2gpus-2024.log" \
     > "$work/multi_gpu.log" 2>&1 || echo "multi_gpu.py failed: see multi_gpu.log"
   ;;
 *)
-  echo "unknown part: $part (quality or scaling)" >&2
+  echo "unknown part: $part (beauty or scaling)" >&2
   exit 2
   ;;
 esac
