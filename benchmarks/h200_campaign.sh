@@ -9,6 +9,9 @@
 #       GPU 1  Beauty LLaDARec seed 2, SASRec seeds 1-2       GPU 2  Beauty LLaDARec seed 3, SASRec seed 3,
 #       GPU 3  Scientific collaborative SIDs, then Scientific          BERT4Rec seed 1
 #              LLaDARec seed 1 with the time that is left
+#   bash benchmarks/h200_campaign.sh finish WORK    # what the beauty part left unfinished:
+#       GPU 0  Beauty SASRec seeds 1-2                       GPU 1  Beauty SASRec seed 3, BERT4Rec seed 1
+#       GPU 2  Scientific SIDs, then LLaDARec seed 1         GPU 3  Scientific BERT4Rec seed 1, Beauty BERT4Rec seed 2
 #   bash benchmarks/h200_campaign.sh scaling WORK   # Beauty LLaDARec seed 1 on GPUs 0+1 (DDP), against the
 #       one-GPU run of the beauty part (WORK/Beauty); Scientific LLaDARec seeds 2 and 3 on GPUs 2 and 3 (needs the
 #       SID cache in WORK/Scientific/sid_cache); BERT4Rec Beauty seeds 2-3 on GPU 0 and 1 after the DDP run
@@ -17,8 +20,8 @@
 # embeddings; the GPU machine has no encoder weights), SCIENTIFIC_DATA (folder holding Scientific/),
 # DEADLINE_S [500]. Hyperparameters are in benchmarks/configs/*.yaml; this file only places runs on GPUs.
 set -uo pipefail
-part=${1:?usage: h200_campaign.sh beauty|scaling WORK}
-work=${2:?usage: h200_campaign.sh beauty|scaling WORK}
+part=${1:?usage: h200_campaign.sh beauty|finish|scaling WORK}
+work=${2:?usage: h200_campaign.sh beauty|finish|scaling WORK}
 end=$((SECONDS + ${DEADLINE_S:-500}))
 configs=benchmarks/configs
 mkdir -p "$work/results"
@@ -40,7 +43,30 @@ beauty_baselines=(DATA_PATH="$BEAUTY_DATA" LLADA_SEEDS=0 BASELINE_OVERRIDES=--co
 beauty_llada_stream=(DATA_PATH="$BEAUTY_DATA" LLADA_SEEDS=1 SEEDS=0 LLADA_OVERRIDES="${beauty_llada[*]}")
 scientific_llada_stream=(DATA_PATH="$SCIENTIFIC_DATA" LLADA_SEEDS=1 SEEDS=0 LLADA_OVERRIDES=$scientific_llada)
 
+scientific_sids_then_llada() {  # GPU: the collaborative SIDs, then LLaDARec seed 2024 in the time that is left
+  mkdir -p "$work/Scientific"
+  CUDA_VISIBLE_DEVICES=$1 OMP_NUM_THREADS=2 timeout "$(left)" python3 -m recbole_llada.tokenize --dataset=Scientific \
+    --data_path="$SCIENTIFIC_DATA" $scientific_llada --sid_cache_dir="$work/Scientific/sid_cache" \
+    --show_progress=False --report="$work/results/sid_Scientific_collaborative_h200.md" \
+    > "$work/scientific-sids.log" 2>&1
+  # what is left, less about two minutes for loading and the 50-beam test of 50,985 users
+  local budget=$(($(left) - 130))
+  if ((budget > 60)); then
+    stream scientific-llada-2024 Scientific "${scientific_llada_stream[@]}" LLADA_GPU="$1" \
+      LLADA_OVERRIDES="$scientific_llada --train_time_budget=$budget"
+  fi
+}
+
 case $part in
+finish)
+  stream beauty-sasrec-1 Beauty "${beauty_baselines[@]}" BASELINE_GPU=0 SEEDS=2 BASELINE_JOBS=2 BASELINES=SASRec &
+  stream beauty-sasrec-2 Beauty "${beauty_baselines[@]}" BASELINE_GPU=1 FIRST_SEED=2026 SEEDS=1 BASELINES=SASRec &
+  stream beauty-bert4rec-1 Beauty "${beauty_baselines[@]}" BASELINE_GPU=1 SEEDS=1 BASELINES=BERT4Rec &
+  scientific_sids_then_llada 2 &
+  stream scientific-bert4rec Scientific DATA_PATH="$SCIENTIFIC_DATA" LLADA_SEEDS=0 BASELINE_GPU=3 SEEDS=1 \
+    BASELINES=BERT4Rec BASELINE_OVERRIDES=--config_files=$configs/baselines-Scientific-h200.yaml &
+  stream beauty-bert4rec-2 Beauty "${beauty_baselines[@]}" BASELINE_GPU=3 FIRST_SEED=2025 SEEDS=1 BASELINES=BERT4Rec &
+  ;;
 beauty)
   (
     stream beauty-llada-2024 Beauty "${beauty_llada_stream[@]}" LLADA_GPU=0
@@ -54,19 +80,7 @@ beauty)
   stream beauty-llada-2026 Beauty "${beauty_llada_stream[@]}" LLADA_GPU=2 FIRST_SEED=2026 &
   stream beauty-sasrec-2 Beauty "${beauty_baselines[@]}" BASELINE_GPU=2 FIRST_SEED=2026 SEEDS=1 BASELINES=SASRec &
   stream beauty-bert4rec-1 Beauty "${beauty_baselines[@]}" BASELINE_GPU=2 SEEDS=1 BASELINES=BERT4Rec &
-  (
-    mkdir -p "$work/Scientific"
-    CUDA_VISIBLE_DEVICES=3 timeout "$(left)" python3 -m recbole_llada.tokenize --dataset=Scientific \
-      --data_path="$SCIENTIFIC_DATA" $scientific_llada --sid_cache_dir="$work/Scientific/sid_cache" \
-      --show_progress=False --report="$work/results/sid_Scientific_collaborative_h200.md" \
-      > "$work/scientific-sids.log" 2>&1
-    # what is left, less about two minutes for loading and the 50-beam test of 50,985 users
-    budget=$(($(left) - 130))
-    if ((budget > 60)); then
-      stream scientific-llada-2024 Scientific "${scientific_llada_stream[@]}" LLADA_GPU=3 \
-        LLADA_OVERRIDES="$scientific_llada --train_time_budget=$budget"
-    fi
-  ) &
+  scientific_sids_then_llada 3 &
   ;;
 scaling)
   (
@@ -84,7 +98,7 @@ scaling)
     > "$work/multi_gpu.log" 2>&1 || echo "multi_gpu.py failed: see multi_gpu.log"
   ;;
 *)
-  echo "unknown part: $part (beauty or scaling)" >&2
+  echo "unknown part: $part (beauty, finish or scaling)" >&2
   exit 2
   ;;
 esac
