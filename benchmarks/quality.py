@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import re
 import statistics
 import sys
 from dataclasses import dataclass
@@ -129,7 +130,7 @@ class OursSummary:
     std: dict[str, float | None]  # sample standard deviation; None with one seed
     train_seconds: float
     test_seconds: float
-    overrides: list[str]  # the distinct override sets of its runs
+    settings: list[str]  # the distinct settings (overrides and config files) of its runs
 
 
 def latest_per_seed(rows: Sequence[Mapping[str, str]]) -> list[Mapping[str, str]]:
@@ -140,10 +141,14 @@ def latest_per_seed(rows: Sequence[Mapping[str, str]]) -> list[Mapping[str, str]
     return list(latest.values())
 
 
-def _shared_overrides(recorded: str) -> str:
-    """A run's recorded overrides without the per-run checkpoint folder, so the seeds of one setting read as one."""
-    overrides = json.loads(recorded or "{}")
+def _shared_settings(row: Mapping[str, str]) -> str:
+    """A run's recorded overrides and the YAML files of its command, without the per-run checkpoint folder, so the
+    seeds of one setting read as one."""
+    overrides = json.loads(row["overrides"] or "{}")
     overrides.pop("checkpoint_dir", None)
+    config_files = re.findall(r"--config_files=(\S+)", row.get("command") or "")
+    if config_files:
+        overrides["config_files"] = ",".join(config_files)
     return json.dumps(overrides, sort_keys=True)
 
 
@@ -164,7 +169,7 @@ def summarise(rows: Sequence[Mapping[str, str]]) -> list[OursSummary]:
             label=label, seeds=sorted(int(r["seed"]) for r in group), mean=mean, std=std,
             train_seconds=statistics.fmean(float(r["train_seconds"]) for r in group),
             test_seconds=statistics.fmean(float(r["test_seconds"]) for r in group),
-            overrides=sorted({_shared_overrides(r["overrides"]) for r in group}),
+            settings=sorted({_shared_settings(r) for r in group}),
         ))
     return summaries
 
@@ -207,8 +212,8 @@ def write_summary(dataset: str, results_dir: Path) -> tuple[Path, Path]:
     md_table, header, csv_rows = summary_tables(dataset, summaries)
     md_path, csv_path = Path(results_dir) / f"{dataset}.md", Path(results_dir) / f"{dataset}.csv"
     write_csv(csv_path, header, csv_rows)
-    run_lines = [f"- ours, {s.label}: seeds {', '.join(map(str, s.seeds))}; overrides "
-                 + "; ".join(f"`{o}`" for o in s.overrides) for s in summaries]
+    run_lines = [f"- ours, {s.label}: seeds {', '.join(map(str, s.seeds))}; settings "
+                 + "; ".join(f"`{o}`" for o in s.settings) for s in summaries]
     machines = sorted({(r["commit"], r["hardware"]) for r in rows})
     run_lines += [f"- runs made at commit `{commit}` on `{hardware}`" for commit, hardware in machines]
     notes = "\n".join([

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import itertools
+import json
 import statistics
 import sys
 from pathlib import Path
@@ -267,6 +268,20 @@ def test_summary_keeps_the_latest_rerun_and_lists_published_figures(tmp_path):
     assert set(published) == {p.model for p in quality.PUBLISHED["Beauty"]}
     assert float(published["TIGER"]["ndcg@10_mean"]) == quality.PUBLISHED["Beauty"][3].metrics["ndcg@10"]
     assert "published: TIGER" in md_path.read_text()
+
+
+def test_summary_names_the_config_files_of_each_setting(tmp_path):
+    path = quality.runs_path(tmp_path, "Beauty")
+    for seed, folder in [(1, "/tmp/a"), (2, "/tmp/b")]:
+        quality.append_run(path, {key: "" for key in quality.RUN_COLUMNS} | {
+            "label": "LLaDARec", "model": "LLaDARec", "dataset": "Beauty", "seed": seed, "ndcg@10": 0.1,
+            "train_seconds": 1.0, "test_seconds": 1.0, "commit": "c", "hardware": "h",
+            "overrides": json.dumps({"checkpoint_dir": folder, "epochs": 3}),
+            "command": f"quality.py --dataset=Beauty --checkpoint_dir={folder} --config_files=configs/x.yaml"})
+    md_path, _ = quality.write_summary("Beauty", tmp_path)
+    settings_line = next(line for line in md_path.read_text().splitlines() if line.startswith("- ours, LLaDARec"))
+    assert settings_line == ('- ours, LLaDARec: seeds 1, 2; settings '
+                             '`{"config_files": "configs/x.yaml", "epochs": 3}`')  # one setting for both seeds
 
 
 def test_tradeoff_reproduces_the_run_and_writes_table_and_plot(tiny_runs, tmp_path, monkeypatch):

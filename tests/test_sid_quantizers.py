@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from recbole_llada.sid.quantizers import (KMeansQuantizerConfig, MultiHeadVQVAEQuantizer, OPQQuantizer,
-                                          ResidualKMeansQuantizer, ResidualVQVAEQuantizer, VAEConfig, kmeans)
+                                          ResidualKMeansQuantizer, ResidualVQVAEQuantizer, VAEConfig, count_collisions,
+                                          kmeans)
 from recbole_llada.sid.quantizers.mh_vqvae import MultiHeadVQVAE
 from recbole_llada.sid.quantizers.vae import sinkhorn_assign, train_autoencoder
 
@@ -87,6 +88,26 @@ def test_mh_vqvae_training_reduces_loss():
     with torch.no_grad():
         after = float(model.loss(x, cfg.beta, None))
     assert after < 0.3 * before, (before, after)
+
+
+@pytest.mark.parametrize("rule", ["collision", "loss"])
+def test_kept_checkpoint_is_the_one_the_rule_picks_among_the_checks(rule):
+    x = clustered()
+    cfg = tiny_vae(epochs=40, check_every=5, checkpoint_rule=rule)
+    quantizer = MultiHeadVQVAEQuantizer(cfg, show_progress=False)
+    report = quantizer.fit(x)
+    check_epochs = list(range(5, 41, 5))
+    assert len(report.loss_history) == len(report.collision_history) == len(check_epochs)
+    scores = report.collision_history if rule == "collision" else report.loss_history
+    first_best = check_epochs[scores.index(min(scores))]  # ties: the earliest, as the official trainer keeps
+    assert report.best_epoch == first_best
+    assert report.best_collisions == report.collision_history[check_epochs.index(first_best)]
+    assert count_collisions(quantizer.encode(x)) == report.best_collisions  # that checkpoint is the one loaded
+
+
+def test_unknown_checkpoint_rule_is_an_error():
+    with pytest.raises(ValueError, match="checkpoint_rule"):
+        tiny_vae(checkpoint_rule="recall")
 
 
 def test_mh_vqvae_distances_match_brute_force():

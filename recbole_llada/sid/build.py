@@ -28,7 +28,9 @@ sid_beta                    0.25 (official commitment weight)
 sid_kmeans_init             true (official) / sid_kmeans_iters 100 (official)
 sid_sinkhorn_epsilon        0.003 (official; <= 0 turns Sinkhorn balancing of the last head off)
 sid_sinkhorn_iters          10 (official) / sid_sinkhorn_rounds 30 (official collision passes)
-sid_check_every             50 (official): epochs between collision checks for checkpoint choice
+sid_check_every             50 (official): epochs between checks for the checkpoint choice
+sid_checkpoint_rule         "collision" (official default): keep the first checked epoch with the fewest
+                            training-item collisions | "loss" (official option): the lowest training loss
 sid_opq_iters               10: OPQ rotation updates
 sid_collab_epochs           50: SASRec epochs for item_embedding: collaborative (early stopping applies)
 sid_collab_hidden_size      128: SASRec embedding size (keep sid_pca_dim <= it)
@@ -105,6 +107,7 @@ class SIDConfig:
     sinkhorn_iters: int = VAEConfig.sinkhorn_iters
     sinkhorn_rounds: int = VAEConfig.sinkhorn_rounds
     check_every: int = VAEConfig.check_every
+    checkpoint_rule: str = VAEConfig.checkpoint_rule
     opq_iters: int = 10
     collab_epochs: int = 50
     collab_hidden_size: int = 128

@@ -15,10 +15,11 @@ class FitReport:
 
     seconds: float
     epochs: int = 0
-    best_epoch: int = 0  # epoch of the kept checkpoint (fewest training-item collisions)
-    best_collisions: int | None = None
+    best_epoch: int = 0  # epoch of the kept checkpoint (by the checkpoint rule)
+    best_collisions: int | None = None  # training-item collisions of the kept checkpoint
     final_loss: float | None = None
-    loss_history: list[float] = field(default_factory=list)  # one value per collision check
+    loss_history: list[float] = field(default_factory=list)  # one value per check (every check_every epochs)
+    collision_history: list[int] = field(default_factory=list)  # one value per check
 
 
 class Quantizer(ABC):
