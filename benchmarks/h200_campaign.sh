@@ -12,9 +12,10 @@
 #   bash benchmarks/h200_campaign.sh finish WORK    # what the beauty part left unfinished:
 #       GPU 0  Beauty SASRec seeds 1-2                       GPU 1  Beauty SASRec seed 3, BERT4Rec seed 1
 #       GPU 2  Scientific SIDs, then LLaDARec seed 1         GPU 3  Scientific BERT4Rec seed 1, Beauty BERT4Rec seed 2
-#   bash benchmarks/h200_campaign.sh scaling WORK   # Beauty LLaDARec seed 1 on GPUs 0+1 (DDP), against the
-#       one-GPU run of the beauty part (WORK/Beauty); Scientific LLaDARec seeds 2 and 3 on GPUs 2 and 3 (needs the
-#       SID cache in WORK/Scientific/sid_cache); BERT4Rec Beauty seeds 2-3 on GPU 0 and 1 after the DDP run
+#   bash benchmarks/h200_campaign.sh scaling WORK   # one GPU against two, both alone on their GPUs:
+#       GPUs 0+1  Beauty LLaDARec seed 1 (DDP), then     GPU 2  Beauty LLaDARec seed 1 on one GPU
+#                 Beauty BERT4Rec seed 3 on GPU 0        GPU 3  Scientific LLaDARec seed 2 (SIDs from the
+#                                                               cache in WORK/Scientific/sid_cache, else built)
 #
 # Environment: BEAUTY_DATA (folder holding Beauty/), BEAUTY_EMBEDDINGS (path prefix of the .npy/.ids text
 # embeddings; the GPU machine has no encoder weights), SCIENTIFIC_DATA (folder holding Scientific/),
@@ -85,12 +86,10 @@ beauty)
 scaling)
   (
     stream beauty-2gpus Beauty "${beauty_llada_stream[@]}" MULTI_GPUS=0,1 MULTI_GPU_SEEDS=1 LLADA_SEEDS=0
-    stream beauty-bert4rec-2 Beauty "${beauty_baselines[@]}" BASELINE_GPU=0 FIRST_SEED=2025 SEEDS=1 BASELINES=BERT4Rec &
-    stream beauty-bert4rec-3 Beauty "${beauty_baselines[@]}" BASELINE_GPU=1 FIRST_SEED=2026 SEEDS=1 BASELINES=BERT4Rec &
-    wait
+    stream beauty-bert4rec-3 Beauty "${beauty_baselines[@]}" BASELINE_GPU=0 FIRST_SEED=2026 SEEDS=1 BASELINES=BERT4Rec
   ) &
-  stream scientific-llada-2025 Scientific "${scientific_llada_stream[@]}" LLADA_GPU=2 FIRST_SEED=2025 &
-  stream scientific-llada-2026 Scientific "${scientific_llada_stream[@]}" LLADA_GPU=3 FIRST_SEED=2026 &
+  stream beauty-1gpu Beauty "${beauty_llada_stream[@]}" LLADA_GPU=2 &
+  stream scientific-llada-2025 Scientific "${scientific_llada_stream[@]}" LLADA_GPU=3 FIRST_SEED=2025 &
   wait
   logs=$work/Beauty/logs
   python3 benchmarks/multi_gpu.py --dataset=Beauty --results_dir="$work/Beauty/results" --single=LLaDARec \
