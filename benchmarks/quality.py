@@ -205,8 +205,13 @@ def summary_tables(dataset: str, summaries: Sequence[OursSummary]) -> tuple[str,
     return md, header, csv_rows
 
 
+def verdict_path(results_dir: Path, dataset: str) -> Path:
+    return Path(results_dir) / f"{dataset}_verdict.md"
+
+
 def write_summary(dataset: str, results_dir: Path) -> tuple[Path, Path]:
-    """Regenerate ``<dataset>.{md,csv}`` from ``<dataset>_runs.csv``."""
+    """Regenerate ``<dataset>.{md,csv}`` from ``<dataset>_runs.csv``; ``<dataset>_verdict.md``, where it exists,
+    becomes the "Verdict" section: the hand-written reading of the table (what it shows, what was tried)."""
     rows = read_runs(runs_path(results_dir, dataset))
     summaries = summarise(rows)
     md_table, header, csv_rows = summary_tables(dataset, summaries)
@@ -226,8 +231,12 @@ def write_summary(dataset: str, results_dir: Path) -> tuple[Path, Path]:
         f"- raw runs: `{runs_path(results_dir, dataset).name}` (one row per model and seed).",
         *run_lines,
     ])
-    write_markdown(md_path, f"Test metrics on {dataset}: ours vs published",
-                   [("", md_table), ("Notes", notes)], provenance())
+    verdict = verdict_path(results_dir, dataset)
+    sections = [("", md_table)]
+    if verdict.exists():
+        sections.append(("Verdict", verdict.read_text(encoding="utf-8").strip()))
+    write_markdown(md_path, f"Test metrics on {dataset}: ours vs published", [*sections, ("Notes", notes)],
+                   provenance())
     return md_path, csv_path
 
 

@@ -270,6 +270,18 @@ def test_summary_keeps_the_latest_rerun_and_lists_published_figures(tmp_path):
     assert "published: TIGER" in md_path.read_text()
 
 
+def test_summary_takes_the_verdict_file_as_its_verdict_section(tmp_path):
+    path = quality.runs_path(tmp_path, "Beauty")
+    quality.append_run(path, {key: "" for key in quality.RUN_COLUMNS} | {
+        "label": "SASRec", "model": "SASRec", "dataset": "Beauty", "seed": 1, "ndcg@10": 0.1,
+        "train_seconds": 1.0, "test_seconds": 1.0, "overrides": "{}", "commit": "c", "hardware": "h"})
+    assert "## Verdict" not in quality.write_summary("Beauty", tmp_path)[0].read_text()
+    quality.verdict_path(tmp_path, "Beauty").write_text("LLaDARec trails SASRec.\n")
+    text = quality.write_summary("Beauty", tmp_path)[0].read_text()
+    assert "## Verdict\n\nLLaDARec trails SASRec." in text
+    assert text.index("| ours | SASRec") < text.index("## Verdict") < text.index("## Notes")
+
+
 def test_summary_names_the_config_files_of_each_setting(tmp_path):
     path = quality.runs_path(tmp_path, "Beauty")
     for seed, folder in [(1, "/tmp/a"), (2, "/tmp/b")]:
