@@ -44,16 +44,16 @@ merge_runs() {  # every run writes its own folder; merge them and rebuild the su
 import csv, os, sys
 from pathlib import Path
 work, dataset = Path(sys.argv[1]), sys.argv[2]
-rows, header = [], None
+rows, header = [], {}
 for runs in sorted(work.glob(f"runs/*/{dataset}_runs.csv")):
     with open(runs, newline="") as f:
         reader = csv.DictReader(f)
-        header = header or reader.fieldnames
+        header.update(dict.fromkeys(reader.fieldnames))  # the union, in order: runs of older commits lack columns
         rows += list(reader)
 if header:
     target = work / "results" / f"{dataset}_runs.csv"
     with open(f"{target}.tmp", "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=header)
+        writer = csv.DictWriter(f, fieldnames=list(header), restval="")
         writer.writeheader()
         writer.writerows(rows)
     os.replace(f"{target}.tmp", target)

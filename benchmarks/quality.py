@@ -8,12 +8,13 @@ data handling and protocol as the command line. Every other ``--key=value`` is a
 runs (e.g. ``--epochs=50`` to fit a wall-clock budget); overrides are recorded with each run.
 
 Files, in ``--results_dir`` (default benchmarks/results):
-- ``<dataset>_runs.csv``: one row per finished run (label, model, seed, test metrics, times, checkpoint, overrides,
-  commit, hardware, date, command), appended as soon as the run ends, so separate invocations (LLaDARec in one GPU
+- ``<dataset>_runs.csv``: one row per finished run (label, model, seed, test metrics, epochs trained and what ended
+  training, times, checkpoint, overrides, commit, hardware, date, command), appended as soon as the run ends, so separate invocations (LLaDARec in one GPU
   call, the baselines in another) accumulate in one file;
 - ``<dataset>.{md,csv}``: the summary, regenerated from all rows of the runs file after every run: ours as
   mean ± std over seeds (the latest row wins when a label and seed ran twice), then the published figures, each
-  labelled with its source. ``--summary_only`` regenerates it without running anything.
+  labelled with its source. ``--summary_only`` regenerates it without running anything. A hand-written
+  ``<dataset>_verdict.md`` beside it becomes the summary's "Verdict" section.
 """
 
 from __future__ import annotations
@@ -40,8 +41,8 @@ METRICS = ("recall@1", "recall@5", "recall@10", "ndcg@5", "ndcg@10")
 METRIC_TITLES = {"recall@1": "Recall@1", "recall@5": "Recall@5", "recall@10": "Recall@10", "ndcg@5": "NDCG@5",
                  "ndcg@10": "NDCG@10"}
 DEFAULT_MODELS = ("GRU4Rec", "SASRec", "BERT4Rec", "FMLPRec", "LLaDARec")
-RUN_COLUMNS = ("label", "model", "dataset", "seed", *METRICS, "best_valid_score", "n_parameters", "train_seconds",
-               "test_seconds", "saved_model_file", "overrides", "test_result", "commit", "hardware", "date",
+RUN_COLUMNS = ("label", "model", "dataset", "seed", *METRICS, "best_valid_score", "epochs", "stopped_by",
+               "n_parameters", "train_seconds", "test_seconds", "saved_model_file", "overrides", "test_result", "commit", "hardware", "date",
                "command")
 
 
@@ -98,7 +99,8 @@ def run_record(result: RunResult, label: str, overrides: Mapping[str, Any]) -> d
     return {
         "label": label, "model": result.model, "dataset": result.dataset, "seed": result.seed,
         **{metric: metrics.get(metric, "") for metric in METRICS},
-        "best_valid_score": result.best_valid_score, "n_parameters": result.n_parameters,
+        "best_valid_score": result.best_valid_score, "epochs": result.epochs_trained or "",
+        "stopped_by": result.stopped_by or "", "n_parameters": result.n_parameters,
         "train_seconds": result.train_seconds, "test_seconds": result.test_seconds,
         "saved_model_file": result.saved_model_file or "",
         "overrides": json.dumps(dict(overrides), sort_keys=True, default=str),
@@ -131,6 +133,7 @@ class OursSummary:
     train_seconds: float
     test_seconds: float
     settings: list[str]  # the distinct settings (overrides and config files) of its runs
+    extents: list[str]  # per seed, "<epochs> (<what ended training>)", "–" where not recorded
 
 
 def latest_per_seed(rows: Sequence[Mapping[str, str]]) -> list[Mapping[str, str]]:
@@ -170,6 +173,8 @@ def summarise(rows: Sequence[Mapping[str, str]]) -> list[OursSummary]:
             train_seconds=statistics.fmean(float(r["train_seconds"]) for r in group),
             test_seconds=statistics.fmean(float(r["test_seconds"]) for r in group),
             settings=sorted({_shared_settings(r) for r in group}),
+            extents=[f"{r['epochs']} ({r['stopped_by']})" if r.get("epochs") else "–"
+                     for r in sorted(group, key=lambda r: int(r["seed"]))],
         ))
     return summaries
 
@@ -217,7 +222,8 @@ def write_summary(dataset: str, results_dir: Path) -> tuple[Path, Path]:
     md_table, header, csv_rows = summary_tables(dataset, summaries)
     md_path, csv_path = Path(results_dir) / f"{dataset}.md", Path(results_dir) / f"{dataset}.csv"
     write_csv(csv_path, header, csv_rows)
-    run_lines = [f"- ours, {s.label}: seeds {', '.join(map(str, s.seeds))}; settings "
+    run_lines = [f"- ours, {s.label}: seeds {', '.join(map(str, s.seeds))}; "
+                 + (f"epochs {', '.join(s.extents)}; " if set(s.extents) != {"–"} else "") + "settings "
                  + "; ".join(f"`{o}`" for o in s.settings) for s in summaries]
     machines = sorted({(r["commit"], r["hardware"]) for r in rows})
     run_lines += [f"- runs made at commit `{commit}` on `{hardware}`" for commit, hardware in machines]

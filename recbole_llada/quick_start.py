@@ -120,6 +120,8 @@ class RunResult:
     best_valid_result: dict[str, float]
     test_result: dict[str, float]
     saved_model_file: str | None = None
+    epochs_trained: int | None = None
+    stopped_by: str | None = None  # "early stopping" | "epoch cap" | "time budget"
     extra: dict[str, Any] = field(default_factory=dict)
 
     def as_row(self) -> ComparisonRow:
@@ -157,6 +159,16 @@ def prepare(config: Config) -> Experiment:
     return Experiment(train_data, valid_data, test_data, model, trainer)
 
 
+def training_extent(trainer: Any) -> tuple[int, str]:
+    """(epochs trained, what ended training) of a trainer after ``fit``: "time budget" (LLaDARecTrainer's
+    ``train_time_budget``), "epoch cap" (all ``epochs`` ran) or "early stopping"."""
+    budget_stop_epoch = getattr(trainer, "budget_stop_epoch", None)
+    if budget_stop_epoch is not None:
+        return budget_stop_epoch, "time budget"
+    trained = len(trainer.train_loss_dict)  # RecBole records every epoch's loss here
+    return trained, "epoch cap" if trained >= trainer.epochs else "early stopping"
+
+
 def run(model: str, dataset: str, config_files: Sequence[str] = (),
         overrides: Mapping[str, Any] | None = None, saved: bool = True) -> RunResult:
     """Train ``model`` on ``dataset``, select the best epoch on validation, evaluate it on test."""
@@ -177,8 +189,10 @@ def run(model: str, dataset: str, config_files: Sequence[str] = (),
                                    show_progress=config["show_progress"])
     test_seconds = time.perf_counter() - start
 
+    epochs_trained, stopped_by = training_extent(trainer)
     getLogger().info(set_color("best valid ", "yellow") + f": {dict(best_valid_result)}")
     getLogger().info(set_color("test result", "yellow") + f": {dict(test_result)}")
+    getLogger().info(f"trained {epochs_trained} epochs, ended by {stopped_by}")
     return RunResult(
         model=model,
         dataset=dataset,
@@ -190,6 +204,8 @@ def run(model: str, dataset: str, config_files: Sequence[str] = (),
         best_valid_result=dict(best_valid_result),
         test_result=dict(test_result),
         saved_model_file=trainer.saved_model_file if saved else None,
+        epochs_trained=epochs_trained,
+        stopped_by=stopped_by,
     )
 
 

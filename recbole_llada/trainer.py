@@ -41,6 +41,7 @@ class LLaDARecTrainer(Trainer):
         self.train_time_budget = config["train_time_budget"]
         self._first_epoch_start: float | None = None
         self._budget_spent = False
+        self.budget_stop_epoch: int | None = None  # epochs trained when the budget ended training
 
     def _build_optimizer(self, **kwargs):
         params = kwargs.pop("params", self.model.parameters())
@@ -74,10 +75,11 @@ class LLaDARecTrainer(Trainer):
     def _train_epoch(self, train_data, epoch_idx, loss_func=None, show_progress=False):
         if self._first_epoch_start is None:
             self._first_epoch_start = time.perf_counter()
-        elif self._budget_exhausted():
-            self._budget_spent = True
-            self.logger.info(f"train_time_budget of {self.train_time_budget} s spent: stopping after "
-                             f"{epoch_idx} epochs")
+        elif self._budget_spent or self._budget_exhausted():
+            if not self._budget_spent:
+                self._budget_spent, self.budget_stop_epoch = True, epoch_idx
+                self.logger.info(f"train_time_budget of {self.train_time_budget} s spent: stopping after "
+                                 f"{epoch_idx} epochs")
             return 0.0
         self.model.train()
         self._ensure_scheduler(len(train_data))

@@ -248,6 +248,8 @@ def test_quality_merges_separate_invocations_into_one_summary(tiny_runs):
     assert summary["LLaDARec"]["n_seeds"] == "1" and summary["LLaDARec"]["ndcg@10_std"] == ""
     text = (tiny_runs / "tiny.md").read_text()
     assert "| ours | SASRec | 2 |" in text and " ± " in text and "commit" in text
+    assert all((r["epochs"], r["stopped_by"]) == ("1", "epoch cap") for r in runs)  # tiny config: epochs 1
+    assert "- ours, SASRec: seeds 1, 2; epochs 1 (epoch cap), 1 (epoch cap); settings" in text
 
 
 def test_summary_keeps_the_latest_rerun_and_lists_published_figures(tmp_path):

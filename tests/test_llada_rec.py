@@ -9,6 +9,7 @@ from recbole.config import Config
 from recbole.data import create_dataset, data_preparation
 from recbole.utils import get_trainer, init_seed
 
+from recbole_llada import quick_start
 from recbole_llada.model.llada_rec import PAD_TOKEN, LLaDARec
 
 from conftest import tiny_config_dict, write_tiny_dataset
@@ -176,6 +177,7 @@ def test_train_time_budget_stops_after_the_epoch_that_spent_it(tiny_world, tmp_p
     trainer.epochs = 50
     trainer.fit(train, valid, saved=True, show_progress=False)
     assert trainer._budget_spent and trainer.scheduler.last_epoch == len(train)
+    assert quick_start.training_extent(trainer) == (1, "time budget")
     assert "recall@10" in trainer.evaluate(test, load_best_model=True)
 
 

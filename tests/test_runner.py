@@ -75,3 +75,16 @@ def test_multi_gpu_needs_gpus_and_one_model(capsys):
     assert "one model" in capsys.readouterr().err
     assert main(["--model=SASRec", "--nproc=2"]) == 2
     assert "needs 2 GPUs" in capsys.readouterr().err
+
+
+def test_training_extent_names_what_ended_training():
+    from types import SimpleNamespace
+
+    def trainer(epochs_run, epochs, budget_stop_epoch=None):
+        return SimpleNamespace(train_loss_dict=dict.fromkeys(range(epochs_run), 1.0), epochs=epochs,
+                               budget_stop_epoch=budget_stop_epoch)
+
+    assert quick_start.training_extent(trainer(50, 50)) == (50, "epoch cap")
+    assert quick_start.training_extent(trainer(47, 50)) == (47, "early stopping")
+    # the budget's placeholder epochs (recorded with loss 0) do not count as trained
+    assert quick_start.training_extent(trainer(13, 50, budget_stop_epoch=11)) == (11, "time budget")
