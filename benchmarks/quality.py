@@ -9,8 +9,8 @@ runs (e.g. ``--epochs=50`` to fit a wall-clock budget); overrides are recorded w
 
 Files, in ``--results_dir`` (default benchmarks/results):
 - ``<dataset>_runs.csv``: one row per finished run (label, model, seed, test metrics, epochs trained and what ended
-  training, times, checkpoint, overrides, commit, hardware, date, command), appended as soon as the run ends, so separate invocations (LLaDARec in one GPU
-  call, the baselines in another) accumulate in one file;
+  training, times, checkpoint, overrides, commit, hardware, date, command), appended as soon as the run ends, so
+  separate invocations (LLaDARec in one GPU call, the baselines in another) accumulate in one file;
 - ``<dataset>.{md,csv}``: the summary, regenerated from all rows of the runs file after every run: ours as
   mean ± std over seeds (the latest row wins when a label and seed ran twice), then the published figures, each
   labelled with its source. ``--summary_only`` regenerates it without running anything. A hand-written
@@ -42,8 +42,8 @@ METRIC_TITLES = {"recall@1": "Recall@1", "recall@5": "Recall@5", "recall@10": "R
                  "ndcg@10": "NDCG@10"}
 DEFAULT_MODELS = ("GRU4Rec", "SASRec", "BERT4Rec", "FMLPRec", "LLaDARec")
 RUN_COLUMNS = ("label", "model", "dataset", "seed", *METRICS, "best_valid_score", "epochs", "stopped_by",
-               "n_parameters", "train_seconds", "test_seconds", "saved_model_file", "overrides", "test_result", "commit", "hardware", "date",
-               "command")
+               "n_parameters", "train_seconds", "test_seconds", "saved_model_file", "overrides", "test_result",
+               "commit", "hardware", "date", "command")
 
 
 @dataclass(frozen=True)

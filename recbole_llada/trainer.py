@@ -8,7 +8,8 @@ is inherited unchanged):
 - Validation decodes with ``valid_num_beams`` (the official code selects models with greedy decoding); the
   test uses ``num_beams``.
 - ``train_time_budget`` (seconds, optional) ends training at the first epoch boundary past the budget (at
-  least one epoch always trains), as early stopping would: the best checkpoint so far is kept and tested. For benchmarks with a wall-clock limit.
+  least one epoch always trains), as early stopping would: the best checkpoint so far is kept and tested. For
+  benchmarks with a wall-clock limit.
 """
 
 from __future__ import annotations
@@ -40,8 +41,11 @@ class LLaDARecTrainer(Trainer):
         self.scheduler: torch.optim.lr_scheduler.LambdaLR | None = None
         self.train_time_budget = config["train_time_budget"]
         self._first_epoch_start: float | None = None
-        self._budget_spent = False
         self.budget_stop_epoch: int | None = None  # epochs trained when the budget ended training
+
+    @property
+    def _budget_spent(self) -> bool:
+        return self.budget_stop_epoch is not None
 
     def _build_optimizer(self, **kwargs):
         params = kwargs.pop("params", self.model.parameters())
@@ -75,11 +79,12 @@ class LLaDARecTrainer(Trainer):
     def _train_epoch(self, train_data, epoch_idx, loss_func=None, show_progress=False):
         if self._first_epoch_start is None:
             self._first_epoch_start = time.perf_counter()
-        elif self._budget_spent or self._budget_exhausted():
-            if not self._budget_spent:
-                self._budget_spent, self.budget_stop_epoch = True, epoch_idx
-                self.logger.info(f"train_time_budget of {self.train_time_budget} s spent: stopping after "
-                                 f"{epoch_idx} epochs")
+        elif self._budget_spent:
+            return 0.0
+        elif self._budget_exhausted():
+            self.budget_stop_epoch = epoch_idx
+            self.logger.info(f"train_time_budget of {self.train_time_budget} s spent: stopping after "
+                             f"{epoch_idx} epochs")
             return 0.0
         self.model.train()
         self._ensure_scheduler(len(train_data))

@@ -4,9 +4,8 @@ Training follows the official MultiHeadVQVAE tokenizer: AdamW, gradient norm cli
 MSE + quantization loss, the last head assigned by Sinkhorn balancing during training, and one checkpoint kept
 among those checked every ``check_every`` epochs: by default (``checkpoint_rule: collision``, as the official
 config) the first with the fewest collisions among training items, or (``loss``, the official alternative) the one
-with the lowest training loss. On CUDA each optimizer step
-is one replay of a captured CUDA graph instead of ~150 kernel launches from Python, so 10,000 epochs over 25k items
-take under two minutes on an H200.
+with the lowest training loss. On CUDA each optimizer step is one replay of a captured CUDA graph instead of ~150
+kernel launches from Python, so 10,000 epochs over 25k items take under two minutes on an H200.
 """
 
 from __future__ import annotations
