@@ -11,6 +11,7 @@
 # Environment (defaults in brackets):
 #   DATA_PATH          folder holding DATASET/ [dataset_configs' data_path]
 #   LLADA_OVERRIDES    --key=value for LLaDARec runs only (SID source, --epochs=N so the cosine ends in time) []
+#   LLADA_LABEL        the LLaDARec runs' name in the tables, e.g. for a second config [LLaDARec]
 #   BASELINE_OVERRIDES --key=value for baseline runs only (e.g. --epochs=50 as an epoch cap) []
 #   EXTRA_OVERRIDES    --key=value for every run []
 #   LLADA_SEEDS        LLaDARec seeds on one GPU [1], LLADA_JOBS of them at once [1];  SEEDS: baseline seeds [3]
@@ -37,7 +38,7 @@ mkdir -p "$work/logs" "$work/results"
 export PYTHONUNBUFFERED=1 OMP_NUM_THREADS=2
 
 common=(--dataset="$dataset" --show_progress=False ${DATA_PATH:+--data_path="$DATA_PATH"} ${EXTRA_OVERRIDES:-})
-llada=(--sid_cache_dir="$work/sid_cache" ${LLADA_OVERRIDES:-})
+llada=(--sid_cache_dir="$work/sid_cache" ${LLADA_OVERRIDES:-} ${LLADA_LABEL:+"--label=$LLADA_LABEL"})
 
 merge_runs() {  # every run writes its own folder; merge them and rebuild the summary, one stream at a time
   flock "$work/merge.lock" "$PYTHON" - "$work" "$dataset" <<'EOF'

@@ -12,6 +12,14 @@
 #   bash benchmarks/h200_campaign.sh finish WORK    # what the beauty part left unfinished:
 #       GPU 0  Beauty SASRec seeds 1-2                       GPU 1  Beauty SASRec seed 3, BERT4Rec seed 1
 #       GPU 2  Scientific SIDs, then LLaDARec seed 1         GPU 3  Scientific BERT4Rec seed 1, Beauty BERT4Rec seed 2
+#   bash benchmarks/h200_campaign.sh single WORK    # session 4, one GPU (only nvidia-h200 was lent): runs
+#       that need more than one 10-minute call, so start it with setsid (it outlives the call that starts it while
+#       the machine stays warm) and collect WORK's results in the calls that follow. Three streams share the GPU:
+#         Scientific LLaDARec seeds 1-3 (the full 12-epoch schedule), then ml-100k LLaDARec at the paper's size;
+#         Scientific baselines seeds 2-3, two at a time;
+#         Beauty BERT4Rec seed 3, then ml-100k BERT4Rec seeds 2-3 and FMLPRec seed 3.
+#       SCIENTIFIC_SID_CACHE: a .tgz of Scientific/sid_cache/ (the collaborative SIDs, built once in session 3);
+#       ML100K_EMBEDDINGS: path prefix of ml-100k's text embeddings (.npy/.ids).
 #   bash benchmarks/h200_campaign.sh scaling WORK   # one GPU against two, both alone on their GPUs:
 #       GPUs 0+1  Beauty LLaDARec seed 1 (DDP), then     GPU 2  Beauty LLaDARec seed 1 on one GPU
 #                 Beauty BERT4Rec seed 3 on GPU 0        GPU 3  Scientific LLaDARec seed 2 (SIDs from the
@@ -21,8 +29,8 @@
 # embeddings; the GPU machine has no encoder weights), SCIENTIFIC_DATA (folder holding Scientific/),
 # DEADLINE_S [500]. Hyperparameters are in benchmarks/configs/*.yaml; this file only places runs on GPUs.
 set -uo pipefail
-part=${1:?usage: h200_campaign.sh beauty|finish|scaling WORK}
-work=${2:?usage: h200_campaign.sh beauty|finish|scaling WORK}
+part=${1:?usage: h200_campaign.sh beauty|finish|scaling|single WORK}
+work=${2:?usage: h200_campaign.sh beauty|finish|scaling|single WORK}
 end=$((SECONDS + ${DEADLINE_S:-500}))
 configs=benchmarks/configs
 mkdir -p "$work/results"
@@ -59,6 +67,25 @@ scientific_sids_then_llada() {  # GPU: the collaborative SIDs, then LLaDARec see
 }
 
 case $part in
+single)
+  if [ -n "${SCIENTIFIC_SID_CACHE:-}" ]; then tar xzf "$SCIENTIFIC_SID_CACHE" -C "$work"; fi
+  ml100k_llada=(--config_files=$configs/LLaDARec-ml-100k-h200.yaml --item_embedding=file
+                --sid_embedding_file="$ML100K_EMBEDDINGS.npy" --sid_embedding_ids_file="$ML100K_EMBEDDINGS.ids")
+  (
+    stream scientific-llada Scientific "${scientific_llada_stream[@]}" LLADA_SEEDS=3 \
+      LLADA_OVERRIDES="$scientific_llada --train_time_budget=900"
+    stream ml-100k-llada ml-100k LLADA_SEEDS=1 SEEDS=0 LLADA_OVERRIDES="${ml100k_llada[*]}" \
+      LLADA_LABEL="LLaDARec (paper size)"
+  ) &
+  stream scientific-baselines Scientific DATA_PATH="$SCIENTIFIC_DATA" LLADA_SEEDS=0 FIRST_SEED=2025 SEEDS=2 \
+    BASELINE_JOBS=2 BASELINES="SASRec FMLPRec GRU4Rec BERT4Rec" \
+    BASELINE_OVERRIDES=--config_files=$configs/baselines-Scientific-h200.yaml &
+  (
+    stream beauty-bert4rec-3 Beauty "${beauty_baselines[@]}" FIRST_SEED=2026 SEEDS=1 BASELINES=BERT4Rec BASELINE_JOBS=1
+    stream ml-100k-bert4rec ml-100k LLADA_SEEDS=0 FIRST_SEED=2025 SEEDS=2 BASELINES=BERT4Rec BASELINE_JOBS=1
+    stream ml-100k-fmlprec ml-100k LLADA_SEEDS=0 FIRST_SEED=2026 SEEDS=1 BASELINES=FMLPRec
+  ) &
+  ;;
 finish)
   stream beauty-sasrec-1 Beauty "${beauty_baselines[@]}" BASELINE_GPU=0 SEEDS=2 BASELINE_JOBS=2 BASELINES=SASRec &
   stream beauty-sasrec-2 Beauty "${beauty_baselines[@]}" BASELINE_GPU=1 FIRST_SEED=2026 SEEDS=1 BASELINES=SASRec &
