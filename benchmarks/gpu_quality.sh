@@ -121,4 +121,5 @@ if ((${MULTI_GPU_SEEDS:-0} > 0 && ${LLADA_SEEDS:-1} > 0)) && [ -f "$multi_log" ]
     > "$work/logs/multi_gpu.log" 2>&1 || echo "multi_gpu.py failed: see logs/multi_gpu.log"
 fi
 echo "== $dataset: done $(date -u +%T)"
-cat "$work/results/$dataset.md" 2>/dev/null
+summary="$work/results/$dataset.md"
+if [ -f "$summary" ]; then cat "$summary"; fi

@@ -72,8 +72,7 @@ single)
   ml100k_llada=(--config_files=$configs/LLaDARec-ml-100k-h200.yaml --item_embedding=file
                 --sid_embedding_file="$ML100K_EMBEDDINGS.npy" --sid_embedding_ids_file="$ML100K_EMBEDDINGS.ids")
   (
-    stream scientific-llada Scientific "${scientific_llada_stream[@]}" LLADA_SEEDS=3 \
-      LLADA_OVERRIDES="$scientific_llada --train_time_budget=900"
+    stream scientific-llada Scientific "${scientific_llada_stream[@]}" LLADA_SEEDS=3
     stream ml-100k-llada ml-100k LLADA_SEEDS=1 SEEDS=0 LLADA_OVERRIDES="${ml100k_llada[*]}" \
       LLADA_LABEL="LLaDARec (paper size)"
   ) &

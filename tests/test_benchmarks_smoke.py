@@ -6,7 +6,9 @@ from __future__ import annotations
 import csv
 import itertools
 import json
+import shutil
 import statistics
+import subprocess
 import sys
 from pathlib import Path
 
@@ -347,3 +349,38 @@ def test_multi_gpu_reads_epoch_times_and_skips_the_budget_placeholder():
     assert multi_gpu.epoch_times(log) == {"training": [6.46, 6.40], "evaluating": [5.56]}
     assert multi_gpu.median_ratio([6.0, 8.0], [3.5]) == pytest.approx(2.0)
     assert multi_gpu.median_ratio([], [1.0]) is None
+
+
+def test_gpu_quality_passes_each_run_its_own_arguments(tmp_path):
+    """gpu_quality.sh with a recording stand-in for Python: which quality.py runs it starts, with which words."""
+    if shutil.which("flock") is None:
+        pytest.skip("gpu_quality.sh needs flock (util-linux)")
+    calls = tmp_path / "calls.jsonl"
+    stand_in = tmp_path / "python"
+    stand_in.write_text(
+        f"#!{sys.executable}\n"
+        "import json, sys\n"
+        "if sys.argv[1] == '-c':\n    print(0)\n"  # the GPU count
+        "elif sys.argv[1] == '-':\n    sys.stdin.read()\n"  # the merge step
+        f"else:\n    open({str(calls)!r}, 'a').write(json.dumps(sys.argv[1:]) + '\\n')\n")
+    stand_in.chmod(0o755)
+    repo = Path(__file__).resolve().parents[1]
+    environment = {"PATH": "/usr/bin:/bin", "PYTHON": str(stand_in), "LLADA_SEEDS": "2", "SEEDS": "1",
+                   "FIRST_SEED": "7", "BASELINES": "SASRec", "TRADEOFF_STEPS": "",
+                   "LLADA_LABEL": "LLaDARec (paper size)", "LLADA_OVERRIDES": "--epochs=3 --sid_seed=1"}
+    subprocess.run(["bash", "benchmarks/gpu_quality.sh", "tiny", str(tmp_path / "work")], cwd=repo,
+                   env=environment, check=True, capture_output=True, timeout=60)
+
+    def option(args: list[str], name: str) -> str:
+        return next(a.split("=", 1)[1] for a in args if a.startswith(f"--{name}="))
+
+    runs = [json.loads(line) for line in calls.read_text().splitlines()]
+    by_run = {(option(args, "models"), option(args, "first_seed")): args
+              for args in runs if "--summary_only" not in args}
+    assert sorted(by_run) == [("LLaDARec", "7"), ("LLaDARec", "8"), ("SASRec", "7")]
+    for seed in ("7", "8"):
+        llada = by_run["LLaDARec", seed]
+        assert "--label=LLaDARec (paper size)" in llada  # one word, spaces and all
+        assert {"--epochs=3", "--sid_seed=1"} <= set(llada)
+        assert option(llada, "results_dir") == f"{tmp_path / 'work'}/runs/LLaDARec-{seed}"
+    assert not [a for a in by_run["SASRec", "7"] if a.startswith("--label") or a == "--epochs=3"]
