@@ -13,6 +13,7 @@
 #   LLADA_OVERRIDES    --key=value for LLaDARec runs only (SID source, --epochs=N so the cosine ends in time) []
 #   LLADA_LABEL        the LLaDARec runs' name in the tables, e.g. for a second config [LLaDARec]
 #   BASELINE_OVERRIDES --key=value for baseline runs only (e.g. --epochs=50 as an epoch cap) []
+#   BASELINE_LABEL     the baseline runs' name in the tables, with a single model in BASELINES [the model's name]
 #   EXTRA_OVERRIDES    --key=value for every run []
 #   LLADA_SEEDS        LLaDARec seeds on one GPU [1], LLADA_JOBS of them at once [1];  SEEDS: baseline seeds [3]
 #   FIRST_SEED         the first seed of every stream [2024]
@@ -104,7 +105,7 @@ baseline_stream() {  # every model x seed, at most BASELINE_JOBS at once (small 
       while (($(jobs -rp | wc -l) >= ${BASELINE_JOBS:-4})); do wait -n; done
       echo "== $dataset: $model seed $seed on GPU $baseline_gpu $(date -u +%T)"
       run_quality "$model-$seed" "$baseline_gpu" --models="$model" --seeds=1 --first_seed=$seed \
-        ${BASELINE_OVERRIDES:-} &
+        ${BASELINE_OVERRIDES:-} ${BASELINE_LABEL:+"--label=$BASELINE_LABEL"} &
     done
   done
   wait

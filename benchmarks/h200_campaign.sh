@@ -20,6 +20,10 @@
 #         Beauty BERT4Rec seed 3, then ml-100k BERT4Rec seeds 2-3 and FMLPRec seed 3.
 #       SCIENTIFIC_SID_CACHE: a .tgz of Scientific/sid_cache/ (the collaborative SIDs, built once in session 3);
 #       ML100K_EMBEDDINGS: path prefix of ml-100k's text embeddings (.npy/.ids).
+#   bash benchmarks/h200_campaign.sh followup WORK  # what session 4 left, on one GPU and across calls like `single`:
+#         ml-100k LLaDARec (paper size) seeds 2-3, then Scientific LLaDARec over 24 epochs (twice the schedule);
+#         Scientific BERT4Rec seeds 2-3;
+#         Scientific GRU4Rec and FMLPRec seed 3, then ml-100k SASRec at LLaDARec's size, 3 seeds.
 #   bash benchmarks/h200_campaign.sh scaling WORK   # one GPU against two, both alone on their GPUs:
 #       GPUs 0+1  Beauty LLaDARec seed 1 (DDP), then     GPU 2  Beauty LLaDARec seed 1 on one GPU
 #                 Beauty BERT4Rec seed 3 on GPU 0        GPU 3  Scientific LLaDARec seed 2 (SIDs from the
@@ -29,8 +33,8 @@
 # embeddings; the GPU machine has no encoder weights), SCIENTIFIC_DATA (folder holding Scientific/),
 # DEADLINE_S [500]. Hyperparameters are in benchmarks/configs/*.yaml; this file only places runs on GPUs.
 set -uo pipefail
-part=${1:?usage: h200_campaign.sh beauty|finish|scaling|single WORK}
-work=${2:?usage: h200_campaign.sh beauty|finish|scaling|single WORK}
+part=${1:?usage: h200_campaign.sh beauty|finish|scaling|single|followup WORK}
+work=${2:?usage: h200_campaign.sh beauty|finish|scaling|single|followup WORK}
 end=$((SECONDS + ${DEADLINE_S:-500}))
 configs=benchmarks/configs
 mkdir -p "$work/results"
@@ -51,6 +55,11 @@ stream() {  # NAME DATASET VAR=VALUE...: one gpu_quality.sh call, cut at the dea
 beauty_baselines=(DATA_PATH="$BEAUTY_DATA" LLADA_SEEDS=0 BASELINE_OVERRIDES=--config_files=$configs/baselines-h200.yaml)
 beauty_llada_stream=(DATA_PATH="$BEAUTY_DATA" LLADA_SEEDS=1 SEEDS=0 LLADA_OVERRIDES="${beauty_llada[*]}")
 scientific_llada_stream=(DATA_PATH="$SCIENTIFIC_DATA" LLADA_SEEDS=1 SEEDS=0 LLADA_OVERRIDES=$scientific_llada)
+scientific_baselines=(DATA_PATH="$SCIENTIFIC_DATA" LLADA_SEEDS=0
+                      BASELINE_OVERRIDES=--config_files=$configs/baselines-Scientific-h200.yaml)
+ml100k_baselines=(LLADA_SEEDS=0 BASELINE_OVERRIDES=--config_files=$configs/baselines-h200.yaml)
+ml100k_llada=(--config_files=$configs/LLaDARec-ml-100k-h200.yaml --item_embedding=file
+              --sid_embedding_file="${ML100K_EMBEDDINGS:-}.npy" --sid_embedding_ids_file="${ML100K_EMBEDDINGS:-}.ids")
 
 scientific_sids_then_llada() {  # GPU: the collaborative SIDs, then LLaDARec seed 2024 in the time that is left
   mkdir -p "$work/Scientific"
@@ -69,20 +78,35 @@ scientific_sids_then_llada() {  # GPU: the collaborative SIDs, then LLaDARec see
 case $part in
 single)
   if [ -n "${SCIENTIFIC_SID_CACHE:-}" ]; then tar xzf "$SCIENTIFIC_SID_CACHE" -C "$work"; fi
-  ml100k_llada=(--config_files=$configs/LLaDARec-ml-100k-h200.yaml --item_embedding=file
-                --sid_embedding_file="$ML100K_EMBEDDINGS.npy" --sid_embedding_ids_file="$ML100K_EMBEDDINGS.ids")
   (
     stream scientific-llada Scientific "${scientific_llada_stream[@]}" LLADA_SEEDS=3
     stream ml-100k-llada ml-100k LLADA_SEEDS=1 SEEDS=0 LLADA_OVERRIDES="${ml100k_llada[*]}" \
       LLADA_LABEL="LLaDARec (paper size)"
   ) &
-  stream scientific-baselines Scientific DATA_PATH="$SCIENTIFIC_DATA" LLADA_SEEDS=0 FIRST_SEED=2025 SEEDS=2 \
-    BASELINE_JOBS=2 BASELINES="SASRec FMLPRec GRU4Rec BERT4Rec" \
-    BASELINE_OVERRIDES=--config_files=$configs/baselines-Scientific-h200.yaml &
+  stream scientific-baselines Scientific "${scientific_baselines[@]}" FIRST_SEED=2025 SEEDS=2 BASELINE_JOBS=2 \
+    BASELINES="SASRec FMLPRec GRU4Rec BERT4Rec" &
   (
     stream beauty-bert4rec-3 Beauty "${beauty_baselines[@]}" FIRST_SEED=2026 SEEDS=1 BASELINES=BERT4Rec BASELINE_JOBS=1
-    stream ml-100k-bert4rec ml-100k LLADA_SEEDS=0 FIRST_SEED=2025 SEEDS=2 BASELINES=BERT4Rec BASELINE_JOBS=1
-    stream ml-100k-fmlprec ml-100k LLADA_SEEDS=0 FIRST_SEED=2026 SEEDS=1 BASELINES=FMLPRec
+    stream ml-100k-bert4rec ml-100k "${ml100k_baselines[@]}" FIRST_SEED=2025 SEEDS=2 BASELINES=BERT4Rec BASELINE_JOBS=1
+    stream ml-100k-fmlprec ml-100k "${ml100k_baselines[@]}" FIRST_SEED=2026 SEEDS=1 BASELINES=FMLPRec
+  ) &
+  ;;
+followup)
+  if [ -n "${SCIENTIFIC_SID_CACHE:-}" ]; then tar xzf "$SCIENTIFIC_SID_CACHE" -C "$work"; fi
+  (
+    stream ml-100k-llada ml-100k LLADA_SEEDS=2 FIRST_SEED=2025 SEEDS=0 LLADA_OVERRIDES="${ml100k_llada[*]}" \
+      LLADA_LABEL="LLaDARec (paper size)"
+    stream scientific-llada-24 Scientific "${scientific_llada_stream[@]}" LLADA_LABEL="LLaDARec (24 epochs)" \
+      LLADA_OVERRIDES="$scientific_llada --epochs=24 --train_time_budget=1200"
+  ) &
+  stream scientific-bert4rec Scientific "${scientific_baselines[@]}" FIRST_SEED=2025 SEEDS=2 BASELINE_JOBS=1 \
+    BASELINES=BERT4Rec &
+  (
+    stream scientific-gru4rec-fmlprec Scientific "${scientific_baselines[@]}" FIRST_SEED=2026 SEEDS=1 BASELINE_JOBS=1 \
+      BASELINES="GRU4Rec FMLPRec"
+    stream ml-100k-sasrec-large ml-100k "${ml100k_baselines[@]}" SEEDS=3 BASELINE_JOBS=1 BASELINES=SASRec \
+      BASELINE_LABEL="SASRec (d=256, 4 layers)" \
+      BASELINE_OVERRIDES=--config_files=$configs/baselines-h200.yaml,$configs/SASRec-ml-100k-large.yaml
   ) &
   ;;
 finish)
@@ -123,7 +147,7 @@ scaling)
     > "$work/multi_gpu.log" 2>&1 || echo "multi_gpu.py failed: see multi_gpu.log"
   ;;
 *)
-  echo "unknown part: $part (beauty, finish or scaling)" >&2
+  echo "unknown part: $part (beauty, finish, scaling, single or followup)" >&2
   exit 2
   ;;
 esac

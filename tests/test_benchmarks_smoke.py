@@ -367,7 +367,8 @@ def test_gpu_quality_passes_each_run_its_own_arguments(tmp_path):
     repo = Path(__file__).resolve().parents[1]
     environment = {"PATH": "/usr/bin:/bin", "PYTHON": str(stand_in), "LLADA_SEEDS": "2", "SEEDS": "1",
                    "FIRST_SEED": "7", "BASELINES": "SASRec", "TRADEOFF_STEPS": "",
-                   "LLADA_LABEL": "LLaDARec (paper size)", "LLADA_OVERRIDES": "--epochs=3 --sid_seed=1"}
+                   "LLADA_LABEL": "LLaDARec (paper size)", "LLADA_OVERRIDES": "--epochs=3 --sid_seed=1",
+                   "BASELINE_LABEL": "SASRec (d=256, 4 layers)", "BASELINE_OVERRIDES": "--config_files=a.yaml,b.yaml"}
     subprocess.run(["bash", "benchmarks/gpu_quality.sh", "tiny", str(tmp_path / "work")], cwd=repo,
                    env=environment, check=True, capture_output=True, timeout=60)
 
@@ -383,4 +384,7 @@ def test_gpu_quality_passes_each_run_its_own_arguments(tmp_path):
         assert "--label=LLaDARec (paper size)" in llada  # one word, spaces and all
         assert {"--epochs=3", "--sid_seed=1"} <= set(llada)
         assert option(llada, "results_dir") == f"{tmp_path / 'work'}/runs/LLaDARec-{seed}"
-    assert not [a for a in by_run["SASRec", "7"] if a.startswith("--label") or a == "--epochs=3"]
+    sasrec = by_run["SASRec", "7"]
+    assert option(sasrec, "label") == "SASRec (d=256, 4 layers)"
+    assert option(sasrec, "config_files") == "a.yaml,b.yaml"
+    assert "--epochs=3" not in sasrec
