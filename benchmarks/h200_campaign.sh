@@ -18,8 +18,6 @@
 #         Scientific LLaDARec seeds 1-3 (the full 12-epoch schedule), then ml-100k LLaDARec at the paper's size;
 #         Scientific baselines seeds 2-3, two at a time;
 #         Beauty BERT4Rec seed 3, then ml-100k BERT4Rec seeds 2-3 and FMLPRec seed 3.
-#       SCIENTIFIC_SID_CACHE: a .tgz of Scientific/sid_cache/ (the collaborative SIDs, built once in session 3);
-#       ML100K_EMBEDDINGS: path prefix of ml-100k's text embeddings (.npy/.ids).
 #   bash benchmarks/h200_campaign.sh followup WORK  # what session 4 left, on one GPU and across calls like `single`:
 #         ml-100k LLaDARec (paper size) seeds 2-3, then Scientific LLaDARec over 24 epochs (twice the schedule);
 #         Scientific BERT4Rec seeds 2-3;
@@ -31,13 +29,15 @@
 #
 # Environment: BEAUTY_DATA (folder holding Beauty/), BEAUTY_EMBEDDINGS (path prefix of the .npy/.ids text
 # embeddings; the GPU machine has no encoder weights), SCIENTIFIC_DATA (folder holding Scientific/),
-# DEADLINE_S [500]. Hyperparameters are in benchmarks/configs/*.yaml; this file only places runs on GPUs.
+# SCIENTIFIC_SID_CACHE (optional: a .tgz of Scientific/sid_cache/, the collaborative SIDs built in session 3,
+# unpacked into WORK), ML100K_EMBEDDINGS (path prefix of ml-100k's text embeddings), DEADLINE_S [500]. Hyperparameters are in benchmarks/configs/*.yaml; this file only places runs on GPUs.
 set -uo pipefail
 part=${1:?usage: h200_campaign.sh beauty|finish|scaling|single|followup WORK}
 work=${2:?usage: h200_campaign.sh beauty|finish|scaling|single|followup WORK}
 end=$((SECONDS + ${DEADLINE_S:-500}))
 configs=benchmarks/configs
 mkdir -p "$work/results"
+if [ -n "${SCIENTIFIC_SID_CACHE:-}" ]; then tar xzf "$SCIENTIFIC_SID_CACHE" -C "$work"; fi
 
 beauty_llada=(--config_files=$configs/LLaDARec-Beauty-h200.yaml --item_embedding=file
               --sid_embedding_file="$BEAUTY_EMBEDDINGS.npy" --sid_embedding_ids_file="$BEAUTY_EMBEDDINGS.ids")
@@ -60,6 +60,7 @@ scientific_baselines=(DATA_PATH="$SCIENTIFIC_DATA" LLADA_SEEDS=0
 ml100k_baselines=(LLADA_SEEDS=0 BASELINE_OVERRIDES=--config_files=$configs/baselines-h200.yaml)
 ml100k_llada=(--config_files=$configs/LLaDARec-ml-100k-h200.yaml --item_embedding=file
               --sid_embedding_file="${ML100K_EMBEDDINGS:-}.npy" --sid_embedding_ids_file="${ML100K_EMBEDDINGS:-}.ids")
+ml100k_llada_stream=(LLADA_SEEDS=1 SEEDS=0 LLADA_OVERRIDES="${ml100k_llada[*]}" LLADA_LABEL="LLaDARec (paper size)")
 
 scientific_sids_then_llada() {  # GPU: the collaborative SIDs, then LLaDARec seed 2024 in the time that is left
   mkdir -p "$work/Scientific"
@@ -77,11 +78,9 @@ scientific_sids_then_llada() {  # GPU: the collaborative SIDs, then LLaDARec see
 
 case $part in
 single)
-  if [ -n "${SCIENTIFIC_SID_CACHE:-}" ]; then tar xzf "$SCIENTIFIC_SID_CACHE" -C "$work"; fi
   (
     stream scientific-llada Scientific "${scientific_llada_stream[@]}" LLADA_SEEDS=3
-    stream ml-100k-llada ml-100k LLADA_SEEDS=1 SEEDS=0 LLADA_OVERRIDES="${ml100k_llada[*]}" \
-      LLADA_LABEL="LLaDARec (paper size)"
+    stream ml-100k-llada ml-100k "${ml100k_llada_stream[@]}"
   ) &
   stream scientific-baselines Scientific "${scientific_baselines[@]}" FIRST_SEED=2025 SEEDS=2 BASELINE_JOBS=2 \
     BASELINES="SASRec FMLPRec GRU4Rec BERT4Rec" &
@@ -92,10 +91,8 @@ single)
   ) &
   ;;
 followup)
-  if [ -n "${SCIENTIFIC_SID_CACHE:-}" ]; then tar xzf "$SCIENTIFIC_SID_CACHE" -C "$work"; fi
   (
-    stream ml-100k-llada ml-100k LLADA_SEEDS=2 FIRST_SEED=2025 SEEDS=0 LLADA_OVERRIDES="${ml100k_llada[*]}" \
-      LLADA_LABEL="LLaDARec (paper size)"
+    stream ml-100k-llada ml-100k "${ml100k_llada_stream[@]}" LLADA_SEEDS=2 FIRST_SEED=2025
     stream scientific-llada-24 Scientific "${scientific_llada_stream[@]}" LLADA_LABEL="LLaDARec (24 epochs)" \
       LLADA_OVERRIDES="$scientific_llada --epochs=24 --train_time_budget=1200"
   ) &
