@@ -22,6 +22,12 @@
 #         ml-100k LLaDARec (paper size) seeds 2-3, then Scientific LLaDARec over 24 epochs (twice the schedule);
 #         Scientific BERT4Rec seeds 2-3;
 #         Scientific GRU4Rec and FMLPRec seed 3, then ml-100k SASRec at LLaDARec's size, 3 seeds.
+#   bash benchmarks/h200_campaign.sh x2 WORK        # session 5, two GPUs (nvidia-h200-x2), started like `single`:
+#       GPUs 0+1  Scientific LLaDARec seed 1 (DDP, the 12-epoch schedule), alone on the machine; then
+#       GPU 0     Scientific LLaDARec seed 1 over 24 epochs, alone on its GPU: the one-GPU epoch times, and the
+#                 longer schedule; then ml-100k SASRec at LLaDARec's size, 3 seeds
+#       GPU 1     ml-100k LLaDARec (paper size) seeds 2-3, next to the Scientific baseline seeds still missing
+#                 (BERT4Rec 2-3, GRU4Rec and FMLPRec 3)
 #   bash benchmarks/h200_campaign.sh scaling WORK   # one GPU against two, both alone on their GPUs:
 #       GPUs 0+1  Beauty LLaDARec seed 1 (DDP), then     GPU 2  Beauty LLaDARec seed 1 on one GPU
 #                 Beauty BERT4Rec seed 3 on GPU 0        GPU 3  Scientific LLaDARec seed 2 (SIDs from the
@@ -32,8 +38,8 @@
 # SCIENTIFIC_SID_CACHE (optional: a .tgz of Scientific/sid_cache/, the collaborative SIDs built in session 3,
 # unpacked into WORK), ML100K_EMBEDDINGS (path prefix of ml-100k's text embeddings), DEADLINE_S [500]. Hyperparameters are in benchmarks/configs/*.yaml; this file only places runs on GPUs.
 set -uo pipefail
-part=${1:?usage: h200_campaign.sh beauty|finish|scaling|single|followup WORK}
-work=${2:?usage: h200_campaign.sh beauty|finish|scaling|single|followup WORK}
+part=${1:?usage: h200_campaign.sh beauty|finish|scaling|single|followup|x2 WORK}
+work=${2:?usage: h200_campaign.sh beauty|finish|scaling|single|followup|x2 WORK}
 end=$((SECONDS + ${DEADLINE_S:-500}))
 configs=benchmarks/configs
 mkdir -p "$work/results"
@@ -90,6 +96,24 @@ single)
     stream ml-100k-fmlprec ml-100k "${ml100k_baselines[@]}" FIRST_SEED=2026 SEEDS=1 BASELINES=FMLPRec
   ) &
   ;;
+x2)
+  (  # a cap of its own: if this run hangs, the rest of the call still gets its time
+    end=$((SECONDS + 480))
+    stream scientific-2gpus Scientific "${scientific_llada_stream[@]}" MULTI_GPUS=0,1 MULTI_GPU_SEEDS=1 LLADA_SEEDS=0
+  )
+  (
+    stream scientific-llada-24 Scientific "${scientific_llada_stream[@]}" LLADA_GPU=0 LLADA_LABEL="LLaDARec (24 epochs)" \
+      LLADA_OVERRIDES="$scientific_llada --epochs=24 --train_time_budget=1200"
+    stream ml-100k-sasrec-large ml-100k "${ml100k_baselines[@]}" BASELINE_GPU=0 SEEDS=3 BASELINE_JOBS=3 \
+      BASELINES=SASRec BASELINE_LABEL="SASRec (d=256, 4 layers)" \
+      BASELINE_OVERRIDES=--config_files=$configs/baselines-h200.yaml,$configs/SASRec-ml-100k-large.yaml
+  ) &
+  stream ml-100k-llada ml-100k "${ml100k_llada_stream[@]}" LLADA_GPU=1 LLADA_SEEDS=2 FIRST_SEED=2025 &
+  stream scientific-bert4rec Scientific "${scientific_baselines[@]}" BASELINE_GPU=1 FIRST_SEED=2025 SEEDS=2 \
+    BASELINE_JOBS=2 BASELINES=BERT4Rec &
+  stream scientific-gru4rec-fmlprec Scientific "${scientific_baselines[@]}" BASELINE_GPU=1 FIRST_SEED=2026 SEEDS=1 \
+    BASELINE_JOBS=2 BASELINES="GRU4Rec FMLPRec" &
+  ;;
 followup)
   (
     stream ml-100k-llada ml-100k "${ml100k_llada_stream[@]}" LLADA_SEEDS=2 FIRST_SEED=2025
@@ -144,7 +168,7 @@ scaling)
     > "$work/multi_gpu.log" 2>&1 || echo "multi_gpu.py failed: see multi_gpu.log"
   ;;
 *)
-  echo "unknown part: $part (beauty, finish, scaling, single or followup)" >&2
+  echo "unknown part: $part (beauty, finish, scaling, single, followup or x2)" >&2
   exit 2
   ;;
 esac
