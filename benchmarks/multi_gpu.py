@@ -5,9 +5,10 @@
 
 The two runs come from ``<dataset>_runs.csv`` (written by quality.py; the multi-GPU run by ``quality.py --nproc=N``,
 as ``benchmarks/gpu_quality.sh`` does with ``MULTI_GPU_SEEDS``) and must share their seed. Epoch times are read from
-the RecBole logs of the two runs (``epoch N training [time: X s`` / ``evaluating [time: X s``). Writes
-``multi_gpu_<dataset>.{md,csv}``: the metrics side by side with their difference, and the median epoch times with
-the speed-up they imply.
+the RecBole logs of the two runs (``epoch N training [time: X s`` / ``evaluating [time: X s``). The one-GPU log may
+belong to another run of the same model, data and batch size (``--single_log_label``): one that ran alone on its GPU
+when the metric twin did not, say. Writes ``multi_gpu_<dataset>.{md,csv}``: the metrics side by side with their
+difference and the one-GPU seed spread, and the median epoch times with the speed-up they imply.
 """
 
 from __future__ import annotations
@@ -49,6 +50,14 @@ def find_run(rows: Sequence[dict[str, str]], label: str, seed: str | None) -> di
     return matches[-1]
 
 
+def seed_spread(rows: Sequence[dict[str, str]], label: str) -> dict[str, float | None]:
+    """Sample standard deviation of each metric over the seeds of ``label`` (the last row per seed); None with
+    fewer than two seeds."""
+    latest = {row["seed"]: row for row in rows if row["label"] == label}
+    return {m: statistics.stdev(float(row[m]) for row in latest.values()) if len(latest) > 1 else None
+            for m in METRICS}
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--dataset", required=True)
@@ -57,17 +66,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--multi", required=True, help="label of the multi-GPU run")
     parser.add_argument("--single_log", type=Path, required=True)
     parser.add_argument("--multi_log", type=Path, required=True)
+    parser.add_argument("--single_log_label", default=None,
+                        help="label of the one-GPU run that --single_log belongs to [--single]")
     parser.add_argument("--note", default="", help="free text for the notes (e.g. what else ran on the machine)")
     args = parser.parse_args(argv)
 
     rows = read_runs(runs_path(args.results_dir, args.dataset))
     multi = find_run(rows, args.multi, None)
     single = find_run(rows, args.single, multi["seed"])
-    runs = [(args.single, single, epoch_times(args.single_log.read_text())),
+    timed_label = args.single_log_label or args.single
+    timed_single = find_run(rows, timed_label, multi["seed"])
+    runs = [(timed_label, timed_single, epoch_times(args.single_log.read_text())),
             (args.multi, multi, epoch_times(args.multi_log.read_text()))]
 
-    metric_rows = [[METRIC_TITLES[m], single[m], multi[m], f"{float(multi[m]) - float(single[m]):+.4f}"]
-                   for m in METRICS]
+    single_seeds = seed_spread(rows, args.single)
+    metric_rows = [[METRIC_TITLES[m], single[m], multi[m], f"{float(multi[m]) - float(single[m]):+.4f}",
+                    format_number(single_seeds[m]) if single_seeds[m] is not None else "–"] for m in METRICS]
     timing_rows, csv_rows = [], []
     for label, run, times in runs:
         train_median = statistics.median(times["training"]) if times["training"] else None
@@ -83,15 +97,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     write_csv(out.with_suffix(".csv"), ["label", "seed", "hardware", "epochs", "train_s_per_epoch_median",
                                         "valid_s_per_epoch_median", "train_seconds", "test_seconds", *METRICS],
               csv_rows)
+    n_single_seeds = len({row["seed"] for row in rows if row["label"] == args.single})
     notes = [f"- seed {multi['seed']} for both runs; same config (see the `overrides` and `command` columns of "
              f"`{runs_path(args.results_dir, args.dataset).name}`).",
+             f"- one-GPU seed std: the sample standard deviation over the {n_single_seeds} seeds of "
+             f"`{args.single}`, the seed noise the difference is to be read against.",
              f"- median speed-up per epoch, one GPU / several: training {format_number(speedups[0])}x, "
              f"validation {format_number(speedups[1])}x.",
              "- epoch times are RecBole's own log lines; 'train s' and 'test s' are whole-run wall times."]
     if args.note:
         notes.append(f"- {args.note}")
     write_markdown(out.with_suffix(".md"), f"{args.multi} against {args.single} on {args.dataset}", [
-        ("Test metrics", markdown_table(["metric", args.single, args.multi, "difference"], metric_rows)),
+        ("Test metrics", markdown_table(["metric", args.single, args.multi, "difference", "one-GPU seed std"],
+                                        metric_rows)),
         ("Time", markdown_table(["run", "hardware", "epochs", "train s / epoch (median)",
                                  "valid s / epoch (median)", "train s", "test s"], timing_rows)),
         ("Notes", "\n".join(notes)),

@@ -351,6 +351,37 @@ def test_multi_gpu_reads_epoch_times_and_skips_the_budget_placeholder():
     assert multi_gpu.median_ratio([], [1.0]) is None
 
 
+def test_multi_gpu_compares_against_the_seed_spread_and_times_the_named_run(tmp_path):
+    from benchmarks import multi_gpu, quality
+
+    def record(label, seed, ndcg, hardware, train_seconds):
+        metrics = {m: 0.01 for m in quality.METRICS} | {"ndcg@10": ndcg}
+        return {key: "" for key in quality.RUN_COLUMNS} | {m: str(v) for m, v in metrics.items()} | {
+            "label": label, "seed": str(seed), "hardware": hardware, "train_seconds": str(train_seconds),
+            "test_seconds": "1.0"}
+
+    runs = quality.runs_path(tmp_path, "tiny")
+    for row in [record("LLaDARec", 1, 0.030, "1x GPU", 300), record("LLaDARec", 2, 0.034, "1x GPU", 310),
+                record("LLaDARec", 2, 0.032, "1x GPU", 320),  # a rerun: the last row of a seed counts
+                record("LLaDARec (long)", 1, 0.040, "1x GPU", 500), record("LLaDARec (2 GPUs)", 1, 0.031, "2x GPU", 90)]:
+        quality.append_run(runs, row)
+    line = "epoch {} {} [time: {}s, x]"
+    (tmp_path / "one.log").write_text("\n".join([line.format(0, "training", 12.0), line.format(1, "training", 13.0),
+                                                 line.format(1, "evaluating", 8.0)]))
+    (tmp_path / "two.log").write_text("\n".join([line.format(0, "training", 8.0), line.format(1, "evaluating", 4.0)]))
+
+    assert multi_gpu.main(["--dataset=tiny", f"--results_dir={tmp_path}", "--single=LLaDARec",
+                           "--multi=LLaDARec (2 GPUs)", f"--single_log={tmp_path / 'one.log'}",
+                           f"--multi_log={tmp_path / 'two.log'}", "--single_log_label=LLaDARec (long)"]) == 0
+    report = (tmp_path / "multi_gpu_tiny.md").read_text()
+    spread = statistics.stdev([0.030, 0.032])
+    assert f"| NDCG@10 | 0.03 | 0.031 | +0.0010 | {multi_gpu.format_number(spread)} |" in report
+    assert "| LLaDARec (long) | 1x GPU | 2 | 12.5 | 8 | 500 | 1 |" in report
+    assert "training 1.56x, validation 2x" in report
+    with open(tmp_path / "multi_gpu_tiny.csv", newline="") as f:
+        assert [row["label"] for row in csv.DictReader(f)] == ["LLaDARec (long)", "LLaDARec (2 GPUs)"]
+
+
 def test_gpu_quality_passes_each_run_its_own_arguments(tmp_path):
     """gpu_quality.sh with a recording stand-in for Python: which quality.py runs it starts, with which words."""
     if shutil.which("flock") is None:
