@@ -24,7 +24,7 @@ if __package__ in (None, ""):  # run as a file: make the repository root importa
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.common import format_number, write_csv, write_markdown
-from benchmarks.quality import METRIC_TITLES, METRICS, read_runs, runs_path
+from benchmarks.quality import METRIC_TITLES, METRICS, read_runs, runs_path, summarise
 from recbole_llada.results import markdown_table, provenance
 
 _EPOCH_TIME = re.compile(r"epoch (\d+) (training|evaluating) \[time: ([0-9.]+)s")
@@ -50,14 +50,6 @@ def find_run(rows: Sequence[dict[str, str]], label: str, seed: str | None) -> di
     return matches[-1]
 
 
-def seed_spread(rows: Sequence[dict[str, str]], label: str) -> dict[str, float | None]:
-    """Sample standard deviation of each metric over the seeds of ``label`` (the last row per seed); None with
-    fewer than two seeds."""
-    latest = {row["seed"]: row for row in rows if row["label"] == label}
-    return {m: statistics.stdev(float(row[m]) for row in latest.values()) if len(latest) > 1 else None
-            for m in METRICS}
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--dataset", required=True)
@@ -79,9 +71,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     runs = [(timed_label, timed_single, epoch_times(args.single_log.read_text())),
             (args.multi, multi, epoch_times(args.multi_log.read_text()))]
 
-    single_seeds = seed_spread(rows, args.single)
+    single_seeds = next(summary for summary in summarise(rows) if summary.label == args.single)
     metric_rows = [[METRIC_TITLES[m], single[m], multi[m], f"{float(multi[m]) - float(single[m]):+.4f}",
-                    format_number(single_seeds[m]) if single_seeds[m] is not None else "–"] for m in METRICS]
+                    "–" if single_seeds.std.get(m) is None else format_number(single_seeds.std[m])] for m in METRICS]
     timing_rows, csv_rows = [], []
     for label, run, times in runs:
         train_median = statistics.median(times["training"]) if times["training"] else None
@@ -97,10 +89,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     write_csv(out.with_suffix(".csv"), ["label", "seed", "hardware", "epochs", "train_s_per_epoch_median",
                                         "valid_s_per_epoch_median", "train_seconds", "test_seconds", *METRICS],
               csv_rows)
-    n_single_seeds = len({row["seed"] for row in rows if row["label"] == args.single})
     notes = [f"- seed {multi['seed']} for both runs; same config (see the `overrides` and `command` columns of "
              f"`{runs_path(args.results_dir, args.dataset).name}`).",
-             f"- one-GPU seed std: the sample standard deviation over the {n_single_seeds} seeds of "
+             f"- one-GPU seed std: the sample standard deviation over the {len(single_seeds.seeds)} seeds of "
              f"`{args.single}`, the seed noise the difference is to be read against.",
              f"- median speed-up per epoch, one GPU / several: training {format_number(speedups[0])}x, "
              f"validation {format_number(speedups[1])}x.",
