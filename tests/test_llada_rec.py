@@ -228,3 +228,54 @@ def test_collaborative_sids_report_sasrecs_time_as_the_embed_stage(tmp_path):
     stages = train._dataset.sid_report.stage_seconds
     assert next(iter(stages)) == "embed" and stages["embed"] > 0
     assert stages["total"] >= stages["embed"] + stages["fit"]
+
+
+def _model_with_init(tiny_world, init: str) -> LLaDARec:
+    config, train, _, _ = tiny_world
+    previous = config["init"]
+    config["init"] = init
+    try:
+        init_seed(config["seed"], config["reproducibility"])
+        return LLaDARec(config, train._dataset)
+    finally:
+        config["init"] = previous
+
+
+def test_official_init_keeps_pytorch_defaults_and_mitchell_on_item_positions(tiny_world):
+    model = _model_with_init(tiny_world, "official")
+    d_model = model.d_model
+    # nn.Embedding's default N(0, 1): far from mitchell's 1/sqrt(d) = 0.18 at d = 32.
+    for embedding in (model.token_embedding, model.token_position_embedding):
+        assert 0.85 < embedding.weight.std().item() < 1.15
+    # Only the item-position embedding is mitchell: truncated at 3 std, std 1/sqrt(d).
+    item_position = model.item_position_embedding.weight
+    assert item_position.abs().max().item() <= 3 / d_model ** 0.5 + 1e-6
+    assert item_position.std().item() < 0.5 / d_model ** 0.5 * 3
+    # Every Linear keeps kaiming-uniform: within 1/sqrt(fan_in), std of a uniform on that bound.
+    linears = [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
+    assert len(linears) == 1 + 7 * len(model.encoder.blocks)
+    for linear in linears:
+        bound = 1 / linear.in_features ** 0.5
+        weight = linear.weight
+        assert weight.abs().max().item() <= bound + 1e-6
+        assert abs(weight.std().item() - bound / 3 ** 0.5) < 0.25 * bound
+    for norm in [m for m in model.modules() if m.__class__.__name__ == "RMSNorm"]:
+        assert torch.equal(norm.weight, torch.ones_like(norm.weight))
+
+
+def test_mitchell_init_is_the_old_scheme(tiny_world):
+    model = _model_with_init(tiny_world, "mitchell")
+    std = 1 / model.d_model ** 0.5
+    for module in (model.token_embedding, model.token_position_embedding, model.item_position_embedding,
+                   model.output):
+        assert module.weight.abs().max().item() <= 3 * std + 1e-6
+        assert abs(module.weight.std().item() - std) < 0.3 * std
+    # Residual output projections are scaled down by sqrt(2 (layer + 1)).
+    last = model.encoder.blocks[-1]
+    layer_std = std / (2 * len(model.encoder.blocks)) ** 0.5
+    assert last.attn_out.weight.abs().max().item() <= 3 * layer_std + 1e-6
+
+
+def test_unknown_init_is_rejected(tiny_world):
+    with pytest.raises(ValueError, match="init must be one of"):
+        _model_with_init(tiny_world, "xavier")

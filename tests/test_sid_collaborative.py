@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import torch
 import pytest
 from recbole.config import Config
 from recbole.data import create_dataset
@@ -62,3 +63,65 @@ def test_sasrec_seed_is_the_sid_seed_so_model_seeds_share_one_embedding(tiny_dat
                               sid_collab_epochs=1, sid_cache_dir=str(cache))
     other = train_collaborative_embeddings(Config(model="SASRec", dataset=TINY_DATASET, config_dict=values))
     assert len(list(cache.glob("sasrec-*.npc"))) == 2 and not np.array_equal(other, embeddings[0])
+
+
+def test_cooccurrence_embeddings_equal_a_dense_svd():
+    from recbole_llada.sid.collaborative import cooccurrence_embeddings
+
+    rng = np.random.default_rng(0)
+    n_items, dim = 12, 3
+    previous = rng.integers(0, n_items, size=200)
+    following = rng.integers(1, n_items, size=200)
+    vectors = cooccurrence_embeddings(previous, following, n_items, dim, seed=0)
+
+    dense = np.zeros((n_items, n_items))
+    for a, b in zip(previous, following):
+        if a > 0 and b > 0:
+            dense[a, b] += 1
+            dense[b, a] += 1
+    dense = np.log1p(dense)
+    left, singular, _ = np.linalg.svd(dense)
+    expected = left[:, :dim] * np.sqrt(singular[:dim])
+    expected *= np.sign(expected[np.abs(expected).argmax(axis=0), np.arange(dim)])
+    np.testing.assert_allclose(vectors, expected, atol=1e-5)
+    np.testing.assert_array_equal(vectors[0], 0)  # padding never co-occurs
+
+
+def test_fused_sources_weigh_the_same_whatever_their_scale():
+    from recbole_llada.sid.embed import fuse_embeddings
+
+    rng = np.random.default_rng(1)
+    wide, narrow = 100 * rng.normal(size=(50, 20)), 0.01 * rng.normal(size=(50, 4))
+    train = np.ones(50, dtype=bool)
+    train[40:] = False
+    fused = fuse_embeddings([wide, narrow], train)
+    assert fused.shape == (50, 24)
+    for part in (fused[train, :20], fused[train, 20:]):
+        np.testing.assert_allclose(part.mean(axis=0), 0, atol=1e-5)
+        assert abs(((part - part.mean(axis=0)) ** 2).sum(axis=1).mean() - 1) < 1e-4
+    with pytest.raises(ValueError, match="constant"):
+        fuse_embeddings([wide, np.ones((50, 3))], train)
+
+
+def test_file_plus_cooccurrence_sids_are_unique_and_keyed_apart(tmp_path):
+    from recbole_llada.data.dataset import LLaDARecDataset
+    from conftest import write_tiny_dataset
+
+    write_tiny_dataset(tmp_path / "data")
+    rng = np.random.default_rng(0)
+    np.save(tmp_path / "vectors.npy", rng.normal(size=(30, 16)).astype(np.float32))
+    (tmp_path / "ids.txt").write_text("\n".join(f"i{i}" for i in range(1, 31)) + "\n")
+    common = dict(sid_embedding_file=str(tmp_path / "vectors.npy"), sid_embedding_ids_file=str(tmp_path / "ids.txt"),
+                  sid_pca_dim=8, sid_n_heads=2, sid_codebook_size=8, sid_code_dim=4, sid_hidden_sizes=[16],
+                  sid_epochs=20, sid_check_every=10, sid_cache_dir=str(tmp_path / "cache"), sid_cooc_dim=4,
+                  sid_collab_source="cooccurrence")
+    sids = {}
+    for source in ("file", "file+collaborative"):
+        values = tiny_config_dict(tmp_path / "data", tmp_path, item_embedding=source, **common)
+        config = Config(model="LLaDARec", dataset=TINY_DATASET, config_dict=values)
+        dataset = LLaDARecDataset(config)
+        dataset.build()
+        codes = dataset.item_sid[1:]
+        assert len(torch.unique(codes, dim=0)) == len(codes)
+        sids[source] = codes
+    assert len(list((tmp_path / "cache").glob("sids-*.npc"))) == 2  # the fused build has its own cache entry

@@ -24,7 +24,7 @@ class LLaDARecDataset(SequentialDataset):
     def build(self):
         splits = super().build()
         train = splits[0]
-        item_sid, report = self._semantic_ids(self._training_items(train))
+        item_sid, report = self._semantic_ids(self._training_items(train), train)
         sid_to_item = {tuple(codes): item for item, codes in enumerate(item_sid.tolist()) if item}
         for dataset in (self, *splits):
             dataset.item_sid = item_sid
@@ -40,11 +40,11 @@ class LLaDARecDataset(SequentialDataset):
         seen[0] = False
         return seen
 
-    def _semantic_ids(self, train_item_mask: np.ndarray) -> tuple[torch.Tensor, SIDReport]:
+    def _semantic_ids(self, train_item_mask: np.ndarray, train: SequentialDataset) -> tuple[torch.Tensor, SIDReport]:
         cfg = SIDConfig.from_config(self.config)
         item_ids = list(self.field2id_token[self.iid_field])
         texts = None
-        if cfg.item_embedding == "text":
+        if cfg.content_source == "text":
             from recbole_llada.sid.text import read_item_texts
 
             item_file = Path(self.dataset_path) / f"{self.dataset_name}.item"
@@ -55,13 +55,31 @@ class LLaDARecDataset(SequentialDataset):
                     "or item_embedding: file with sid_embedding_file / sid_embedding_ids_file."
                 )
             texts = read_item_texts(item_file, self.iid_field, cfg.text_fields)
-        embeddings, embedding_seconds = None, 0.0
-        if cfg.item_embedding == "collaborative":
-            from recbole_llada.sid.collaborative import train_collaborative_embeddings
-
+        collaborative, embedding_seconds = None, 0.0
+        if cfg.uses_interactions:
             tick = time.perf_counter()
-            embeddings = train_collaborative_embeddings(self.config, self)
+            collaborative = self._collaborative_embeddings(cfg, train, train_item_mask)
             embedding_seconds = time.perf_counter() - tick
-        result = build_semantic_ids(cfg, item_ids, train_item_mask, texts=texts, embeddings=embeddings,
-                                    embedding_seconds=embedding_seconds)
+        if cfg.content_source is None:
+            result = build_semantic_ids(cfg, item_ids, train_item_mask, embeddings=collaborative,
+                                        embedding_seconds=embedding_seconds)
+        else:
+            result = build_semantic_ids(cfg, item_ids, train_item_mask, texts=texts, fuse_with=collaborative)
         return result.item_sid, result.report
+
+    def _collaborative_embeddings(self, cfg: SIDConfig, train: SequentialDataset,
+                                  train_item_mask: np.ndarray) -> np.ndarray:
+        """Item vectors [n_items, dim] from the training interactions, per ``sid_collab_source``."""
+        from recbole_llada.sid.collaborative import cooccurrence_embeddings, train_collaborative_embeddings
+        from recbole_llada.sid.embed import fuse_embeddings
+
+        parts = []
+        if "sasrec" in cfg.collab_source:
+            parts.append(train_collaborative_embeddings(self.config, self))
+        if "cooccurrence" in cfg.collab_source:
+            history = train.inter_feat[self.item_id_list_field]
+            lengths = train.inter_feat[self.item_list_length_field]
+            previous = history[torch.arange(len(lengths)), lengths - 1].numpy()
+            parts.append(cooccurrence_embeddings(previous, train.inter_feat[self.iid_field].numpy(), self.item_num,
+                                                 cfg.cooc_dim, cfg.seed))
+        return parts[0] if len(parts) == 1 else fuse_embeddings(parts, train_item_mask)

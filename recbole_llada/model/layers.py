@@ -144,9 +144,9 @@ class TransformerEncoder(nn.Module):
         self.blocks = nn.ModuleList(
             TransformerBlock(d_model, n_heads, mlp_ratio, dropout) for _ in range(n_layers))
         self.final_norm = RMSNorm(d_model)
-        self.reset_parameters()
 
     def reset_parameters(self) -> None:
+        """LLaDA's mitchell init; without this call every weight keeps PyTorch's default init."""
         for layer_id, block in enumerate(self.blocks):
             block.reset_parameters(layer_id)
         nn.init.ones_(self.final_norm.weight)

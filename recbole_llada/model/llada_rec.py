@@ -25,6 +25,7 @@ from recbole_llada.model.layers import TransformerEncoder, build_attention_mask,
 from recbole_llada.model.masking import mask_history, mask_next_item, weighted_masked_cross_entropy
 
 PAD_TOKEN = 0
+INIT_SCHEMES = ("official", "mitchell")
 
 
 class LLaDARec(SequentialRecommender):
@@ -68,9 +69,22 @@ class LLaDARec(SequentialRecommender):
         self.encoder = TransformerEncoder(config["n_layers"], self.d_model, config["n_heads"],
                                           config["mlp_ratio"], config["dropout_prob"])
         self.output = nn.Linear(self.d_model, self.vocab_size, bias=False)
-        for embedding in (self.token_embedding, self.token_position_embedding, self.item_position_embedding):
-            mitchell_init_(embedding, self.d_model)
-        mitchell_init_(self.output, self.d_model)
+        self._init_parameters(config["init"])
+
+    def _init_parameters(self, init: str) -> None:
+        """``official``: what the official code actually runs. It builds ``LLaDAModelLM(config)`` with
+        ``init_params=False``, so the ``mitchell`` init named in its config never runs: embeddings keep PyTorch's
+        N(0, 1), every Linear its kaiming-uniform default (bound 1/sqrt(fan_in)), RMSNorm weights 1; only the
+        item-position embedding, created outside LLaDA, gets mitchell. ``mitchell``: LLaDA's ``init_fn: mitchell``
+        on every weight, as the config reads (this project's default before; measured worse, see README)."""
+        if init not in INIT_SCHEMES:
+            raise ValueError(f"init must be one of {INIT_SCHEMES}, got {init!r}")
+        mitchell_init_(self.item_position_embedding, self.d_model)
+        if init == "mitchell":
+            mitchell_init_(self.token_embedding, self.d_model)
+            mitchell_init_(self.token_position_embedding, self.d_model)
+            mitchell_init_(self.output, self.d_model)
+            self.encoder.reset_parameters()
 
     def _popularity_order(self, dataset) -> torch.Tensor:
         """Real items by training-target frequency (ties by id): the deterministic fallback ranking."""

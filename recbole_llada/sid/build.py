@@ -6,7 +6,9 @@ either the item texts or an embedding matrix, and gets back one row of M codes p
 Config keys (RecBole-style, read by ``SIDConfig.from_config``; "(official)" marks the official LLaDA-Rec value):
 
 ==========================  =========================================================================
-item_embedding              "text" (default) | "file" | "collaborative" (pass SASRec embeddings in)
+item_embedding              "text" (default) | "file" | "collaborative" (vectors from the interactions,
+                            see sid_collab_source) | "text+collaborative" | "file+collaborative" (both
+                            parts, each scaled to unit total variance, concatenated before the PCA)
 text_fields                 .item fields joined into the item text, in order (read by the dataset
                             adapter); null: every field but the item id
 text_encoder                "all-MiniLM-L6-v2" (default, packaged, offline) or a sentence-transformers
@@ -32,8 +34,12 @@ sid_check_every             50 (official): epochs between checks for the checkpo
 sid_checkpoint_rule         "collision" (official default): keep the first checked epoch with the fewest
                             training-item collisions | "loss" (official option): the lowest training loss
 sid_opq_iters               10: OPQ rotation updates
+sid_collab_source           "sasrec" (default): SASRec item embeddings trained on the training split |
+                            "cooccurrence": an SVD of the training split's item transitions |
+                            "sasrec+cooccurrence": both, fused like text+collaborative
 sid_collab_epochs           50: SASRec epochs for item_embedding: collaborative (early stopping applies)
-sid_collab_hidden_size      128: SASRec embedding size (keep sid_pca_dim <= it)
+sid_collab_hidden_size      128: SASRec embedding size (keep sid_pca_dim <= the input width)
+sid_cooc_dim                64: singular vectors kept from the transition graph
 sid_seed                    falls back to RecBole's "seed", then 2024
 sid_cache_dir               "saved/sid_cache"; empty or null turns caching off
 sid_device                  falls back to RecBole's "device", then cuda if available
@@ -60,7 +66,8 @@ import torch
 from torch import Tensor
 
 from recbole_llada.sid.cache import ArrayCache, fingerprint
-from recbole_llada.sid.embed import DEFAULT_TEXT_ENCODER, encode_texts, load_embedding_file, pca_whiten
+from recbole_llada.sid.embed import (DEFAULT_TEXT_ENCODER, encode_texts, fuse_embeddings, load_embedding_file,
+                                     pca_whiten)
 from recbole_llada.sid.quantizers import (KMeansQuantizerConfig, MultiHeadVQVAEQuantizer, OPQQuantizer, Quantizer,
                                           ResidualKMeansQuantizer, ResidualVQVAEQuantizer, VAEConfig,
                                           count_collisions)
@@ -73,7 +80,8 @@ PADDING_CODE = -1  # row 0 of item_sid: never a valid code, so misuse fails loud
 PIPELINE_VERSION = 1  # bump when a code change alters results, so old cache entries stop matching
 GPU_EPOCHS = 10000  # the official setting
 CPU_EPOCHS = 200  # keeps the offline default on ml-100k under a minute on 2 CPU cores
-EMBEDDING_SOURCES = ("text", "file", "collaborative")
+EMBEDDING_SOURCES = ("text", "file", "collaborative", "text+collaborative", "file+collaborative")
+COLLABORATIVE_SOURCES = ("sasrec", "cooccurrence", "sasrec+cooccurrence")
 TOKENIZERS = ("mh_vqvae", "rq_vae", "rq_kmeans", "opq")
 _UNPREFIXED = {"item_embedding": "item_embedding", "text_fields": "text_fields", "text_encoder": "text_encoder"}
 _FALLBACK_KEYS = {"seed": "seed", "device": "device", "show_progress": "show_progress"}
@@ -109,8 +117,10 @@ class SIDConfig:
     check_every: int = VAEConfig.check_every
     checkpoint_rule: str = VAEConfig.checkpoint_rule
     opq_iters: int = 10
+    collab_source: str = "sasrec"
     collab_epochs: int = 50
     collab_hidden_size: int = 128
+    cooc_dim: int = 64
     seed: int = VAEConfig.seed
     cache_dir: str | None = "saved/sid_cache"
     device: str | None = None
@@ -119,11 +129,23 @@ class SIDConfig:
     def __post_init__(self) -> None:
         if self.item_embedding not in EMBEDDING_SOURCES:
             raise ValueError(f"item_embedding must be one of {EMBEDDING_SOURCES}, got {self.item_embedding!r}")
+        if self.collab_source not in COLLABORATIVE_SOURCES:
+            raise ValueError(f"sid_collab_source must be one of {COLLABORATIVE_SOURCES}, got {self.collab_source!r}")
         if self.tokenizer not in TOKENIZERS:
             raise ValueError(f"sid_tokenizer must be one of {TOKENIZERS}, got {self.tokenizer!r}")
-        if self.item_embedding == "file" and not (self.embedding_file and self.embedding_ids_file):
+        if self.content_source == "file" and not (self.embedding_file and self.embedding_ids_file):
             raise ValueError("item_embedding 'file' needs sid_embedding_file and sid_embedding_ids_file")
         self.hidden_sizes = tuple(int(size) for size in self.hidden_sizes)
+
+    @property
+    def content_source(self) -> str | None:
+        """"text" or "file" when item content feeds the SIDs, None for interactions alone."""
+        source = self.item_embedding.split("+")[0]
+        return None if source == "collaborative" else source
+
+    @property
+    def uses_interactions(self) -> bool:
+        return self.item_embedding.endswith("collaborative")
 
     @staticmethod
     def config_key(field_name: str) -> str:
@@ -251,7 +273,7 @@ class SIDResult:
 
 def build_semantic_ids(cfg: SIDConfig, item_ids: list[str], train_item_mask: np.ndarray,
                        texts: Mapping[str, str] | None = None, embeddings: np.ndarray | None = None,
-                       embedding_seconds: float = 0.0) -> SIDResult:
+                       embedding_seconds: float = 0.0, fuse_with: np.ndarray | None = None) -> SIDResult:
     """Distinct SIDs for every item, the quantizer fitted on training items only.
 
     ``item_ids`` is RecBole's internal order with ``item_ids[0] == "[PAD]"``; ``train_item_mask`` (same length)
@@ -259,6 +281,8 @@ def build_semantic_ids(cfg: SIDConfig, item_ids: list[str], train_item_mask: np.
     with ``item_ids``; required for ``item_embedding: collaborative``), else from ``texts`` (item id -> text) or
     the embedding file, per ``cfg.item_embedding``. ``embedding_seconds`` is the time the caller spent making
     ``embeddings`` (e.g. training SASRec): the report shows it as the embed stage and counts it in the total.
+    ``fuse_with`` (``[n_items, dim]``, aligned like ``embeddings``) is concatenated to the text or file vectors
+    by ``fuse_embeddings`` (``item_embedding: text+collaborative`` / ``file+collaborative``).
     """
     start = time.perf_counter() - embedding_seconds
     if not item_ids or item_ids[0] != PAD_TOKEN:
@@ -275,6 +299,11 @@ def build_semantic_ids(cfg: SIDConfig, item_ids: list[str], train_item_mask: np.
     cache_hits: dict[str, bool] = {}
 
     embedding_key_parts, load_embeddings = _embedding_source(cfg, items, texts, embeddings, device)
+    if fuse_with is not None:
+        fuse_with = np.asarray(fuse_with, dtype=np.float32)
+        if fuse_with.shape[0] != len(item_ids):
+            raise ValueError(f"fuse_with must have {len(item_ids)} rows aligned with item_ids, got {fuse_with.shape}")
+        fuse_with = fuse_with[1:]
 
     def build_codes() -> dict[str, np.ndarray]:
         tick = time.perf_counter()
@@ -284,6 +313,8 @@ def build_semantic_ids(cfg: SIDConfig, item_ids: list[str], train_item_mask: np.
             arrays, cache_hits["embeddings"] = cache.get_or_build("embeddings", embedding_key_parts,
                                                                   lambda: {"embeddings": load_embeddings()})
             item_vectors = arrays["embeddings"]
+        if fuse_with is not None:
+            item_vectors = fuse_embeddings([item_vectors, fuse_with], train)
         stage_seconds["embed"] = time.perf_counter() - tick
         codes, report = _quantize(cfg, item_vectors, train, device, stage_seconds)
         return {"codes": codes, "report": np.array(json.dumps(dataclasses.asdict(report)))}
@@ -291,6 +322,7 @@ def build_semantic_ids(cfg: SIDConfig, item_ids: list[str], train_item_mask: np.
     sid_key_parts = {
         "version": PIPELINE_VERSION,
         "embeddings": fingerprint(embedding_key_parts),
+        **({"fused": fingerprint(fuse_with)} if fuse_with is not None else {}),
         "train_items": fingerprint(np.packbits(train)),
         "pca_dim": cfg.pca_dim,
         "tokenizer": cfg.tokenizer,
@@ -326,10 +358,10 @@ def _embedding_source(cfg: SIDConfig, items: list[str], texts: Mapping[str, str]
                              f"got {embeddings.shape}")
         vectors = np.ascontiguousarray(embeddings[1:], dtype=np.float32)
         return {"source": "array", "vectors": fingerprint(vectors)}, lambda: vectors
-    if cfg.item_embedding == "collaborative":
+    if cfg.content_source is None:
         raise ValueError("item_embedding 'collaborative': train them with "
                          "recbole_llada.sid.collaborative.train_collaborative_embeddings and pass embeddings=")
-    if cfg.item_embedding == "file":
+    if cfg.content_source == "file":
         parts = {"source": "file", "items": fingerprint(items),
                  "matrix": fingerprint(Path(cfg.embedding_file).read_bytes()),
                  "ids": fingerprint(Path(cfg.embedding_ids_file).read_bytes())}

@@ -152,3 +152,34 @@ def _check_alignment(item_ids: list[str], expected: list[str] | None) -> None:
     if expected is not None and list(item_ids) != list(expected):
         raise ValueError("SASRec's dataset maps item ids differently from the caller's dataset; the embedding rows "
                          "would not line up (are both built from the same config?)")
+
+
+def cooccurrence_embeddings(previous_items: np.ndarray, next_items: np.ndarray, n_items: int, dim: int,
+                            seed: int) -> np.ndarray:
+    """Item vectors ``float32 [n_items, dim]`` from a truncated SVD of the item transition graph.
+
+    ``previous_items[i] -> next_items[i]`` are the consecutive pairs of the training split (RecBole's training rows:
+    the last history item and the target). The matrix counts each pair in both directions and is log-damped
+    (log(1 + count)), so a handful of heavy pairs does not own the spectrum; rows are U * sqrt(S) of its top
+    ``dim`` singular triplets (largest first, signs fixed). Items without a training pair, and the padding row 0,
+    get zero vectors. ANR-DiffRec (arXiv 2608.23400) fuses such an SVD into text embeddings before tokenization.
+    """
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.linalg import svds
+
+    if not 0 < dim < n_items - 1:
+        raise ValueError(f"sid_cooc_dim must be in 1..{n_items - 2} for {n_items} items, got {dim}")
+    keep = (previous_items > 0) & (next_items > 0)
+    rows = np.concatenate([previous_items[keep], next_items[keep]])
+    cols = np.concatenate([next_items[keep], previous_items[keep]])
+    counts = coo_matrix((np.ones(len(rows)), (rows, cols)), shape=(n_items, n_items)).tocsr()
+    counts.sum_duplicates()
+    counts.data = np.log1p(counts.data)
+    start = np.random.default_rng(seed).random(n_items)
+    left, singular, _ = svds(counts, k=dim, v0=start)
+    order = np.argsort(singular)[::-1]
+    vectors = left[:, order] * np.sqrt(singular[order])
+    largest = np.abs(vectors).argmax(axis=0)
+    vectors *= np.sign(vectors[largest, np.arange(dim)])
+    vectors[counts.getnnz(axis=1) == 0] = 0.0  # exactly, not SVD round-off
+    return vectors.astype(np.float32)

@@ -139,3 +139,23 @@ def pca_whiten(train_embeddings: np.ndarray, all_embeddings: np.ndarray, dim: in
     scale = np.sqrt(np.maximum(variances, variances[0] * 1e-12))
     projected = (all_embeddings.astype(np.float64) - mean) @ axes / scale
     return np.ascontiguousarray(projected, dtype=np.float32)
+
+
+def fuse_embeddings(parts: list[np.ndarray], train_mask: np.ndarray) -> np.ndarray:
+    """Concatenate several item-vector sources ``[n, dim_i]`` into one ``float32 [n, sum(dim_i)]``.
+
+    Each part is centred and scaled to unit total variance on the training items (``train_mask``) before the
+    concatenation, so every source weighs the same in the PCA that follows, whatever its width or scale (a
+    384-d text embedding would otherwise drown a 64-d collaborative one, or the reverse). Full whitening of each
+    part would also equalise its noise directions, which the PCA then could not tell from signal.
+    """
+    scaled = []
+    for part in parts:
+        part = np.asarray(part, dtype=np.float64)
+        train = part[train_mask]
+        centred = part - train.mean(axis=0)
+        total_variance = float(((train - train.mean(axis=0)) ** 2).sum(axis=1).mean())
+        if total_variance <= 0:
+            raise ValueError("an item embedding source is constant over the training items: nothing to fuse")
+        scaled.append(centred / np.sqrt(total_variance))
+    return np.ascontiguousarray(np.concatenate(scaled, axis=1), dtype=np.float32)
