@@ -6,8 +6,10 @@
 #
 # QUEUE_FILE (benchmarks/queues/*.txt): one command per line, run from the repository root with
 # CUDA_VISIBLE_DEVICES=GPU; blank lines and lines starting with # are skipped; $WORK, $DATA (default
-# WORK/../data) and $EMB (default WORK/../emb) in a line are expanded. Command n logs to
-# WORK/logs/<queue>-<n>.log; a failed command is reported and the queue goes on. Start it with setsid when it
+# WORK/../data), $EMB (default WORK/../emb) and $RUN_DIR (WORK/runs/<queue>-<n>, a folder of the command's own:
+# give it to --checkpoint_dir, since RecBole names checkpoints by the second they were written and two runs
+# started together would share one file) in a line are expanded. Command n logs to WORK/logs/<queue>-<n>.log; a
+# failed command is reported and the queue goes on. Start it with setsid when it
 # must outlive the shell that starts it (a device call), and poll with: pgrep -f "[g]pu_queue.sh".
 set -uo pipefail
 queue=${1:?usage: gpu_queue.sh QUEUE_FILE GPU WORK}
@@ -21,6 +23,8 @@ while IFS= read -r line || [ -n "$line" ]; do
   [[ -z "${line// }" || "$line" == \#* ]] && continue
   n=$((n + 1))
   log="$WORK/logs/$name-$n.log"
+  export RUN_DIR="$WORK/runs/$name-$n"
+  mkdir -p "$RUN_DIR"
   echo "== $(date -u +%T) $name #$n on GPU $gpu: $line" | tee -a "$WORK/logs/$name.queue.log"
   CUDA_VISIBLE_DEVICES=$gpu eval "$line" > "$log" 2>&1 || echo "   #$n failed (exit $?): see $log" \
     | tee -a "$WORK/logs/$name.queue.log"
