@@ -89,15 +89,15 @@ def load_checkpoint(path: Path, data_path: str | None = None, device: str | None
 
 def evaluate_point(loaded: LoadedCheckpoint, gen_steps: int, num_beams: int) -> TradeoffPoint:
     model = loaded.model
-    model.gen_steps, model.eval_num_beams = gen_steps, num_beams
     model.eval()
-    with torch.no_grad():  # warm-up: kernels for these shapes, the SID index on the device
-        model.full_sort_predict(next(iter(loaded.test_data))[0].to(loaded.device))
-    synchronize(loaded.device)
-    start = time.perf_counter()
-    result = loaded.trainer.evaluate(loaded.test_data, load_best_model=False, show_progress=False)
-    synchronize(loaded.device)
-    seconds = time.perf_counter() - start
+    with model.decoding(gen_steps=gen_steps, num_beams=num_beams):
+        with torch.no_grad():  # warm-up: kernels for these shapes, the SID index on the device
+            model.full_sort_predict(next(iter(loaded.test_data))[0].to(loaded.device))
+        synchronize(loaded.device)
+        start = time.perf_counter()
+        result = loaded.trainer.evaluate(loaded.test_data, load_best_model=False, show_progress=False)
+        synchronize(loaded.device)
+        seconds = time.perf_counter() - start
     users = loaded.test_data.sample_size  # sequential full sort: one test interaction per user
     return TradeoffPoint(gen_steps=gen_steps, num_beams=num_beams, users=users, seconds=seconds,
                          metrics={k: float(v) for k, v in result.items()})

@@ -5,8 +5,10 @@ is inherited unchanged):
 - AdamW with a cosine learning-rate schedule and linear warm-up (``warmup_ratio`` of all steps), stepped per
   batch, and gradient clipping (``clip_grad_norm``), as the official code trains.
 - bf16 autocast on CUDA (no loss scaling needed, unlike RecBole's fp16 ``enable_amp`` path).
-- Validation decodes with ``valid_num_beams`` (the official code selects models with greedy decoding); the
-  test uses ``num_beams``.
+- Validation decodes with ``valid_scoring`` and ``valid_num_beams`` (the official code selects models with greedy
+  decoding); the test uses ``scoring`` and ``num_beams``.
+- The epoch's loss is logged part by part (``train_loss1``, ``train_loss2``, ...) when the model's
+  ``last_losses`` holds several weighted parts that sum to its loss, as RecBole logs a model's loss tuple.
 - ``train_time_budget`` (seconds, optional) ends training at the first epoch boundary past the budget (at
   least one epoch always trains), as early stopping would: the best checkpoint so far is kept and tested. For
   benchmarks with a wall-clock limit.
@@ -94,6 +96,7 @@ class LLaDARecTrainer(Trainer):
         batches = tqdm(train_data, total=len(train_data), ncols=100,
                        desc=set_color(f"Train {epoch_idx:>5}", "pink")) if show_progress else train_data
         total_loss = torch.zeros((), device=self.device)
+        total_parts = None
         for interaction in batches:
             interaction = interaction.to(self.device)
             self.optimizer.zero_grad(set_to_none=True)
@@ -108,9 +111,13 @@ class LLaDARecTrainer(Trainer):
             self.optimizer.step()
             self.scheduler.step()
             total_loss += loss.detach()
+            parts = torch.stack(getattr(self.model, "last_losses", (loss.detach(),)))
+            total_parts = parts if total_parts is None else total_parts + parts
         # One host sync per epoch instead of one per batch.
         total_loss = total_loss.item()
         self._check_nan(torch.tensor(total_loss))
+        if total_parts is not None and len(total_parts) > 1:
+            return tuple(total_parts.tolist())
         return total_loss
 
     def _valid_epoch(self, valid_data, show_progress=False):
@@ -120,8 +127,5 @@ class LLaDARecTrainer(Trainer):
             # keeps RecBole's "best eval result in epoch" message right.
             self.stopping_step = self.cur_step
             return -math.inf, {}
-        self.model.eval_num_beams = self.model.valid_num_beams
-        try:
+        with self.model.decoding(scoring=self.config["valid_scoring"], num_beams=self.config["valid_num_beams"]):
             return super()._valid_epoch(valid_data, show_progress=show_progress)
-        finally:
-            self.model.eval_num_beams = self.model.num_beams

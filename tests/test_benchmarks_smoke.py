@@ -175,9 +175,9 @@ def test_analytic_flops_equal_the_counted_matmuls():
     valid_tokens = reference_decode.position_valid_tokens(model.item_sid, model.head_offset, model.mask_token)
     with torch.no_grad():
         for gen_steps in (1, 2):
-            model.gen_steps = gen_steps
-            assert counted_matmul_flops(lambda: model.generate(history, 3)) \
-                == 5 * speed.decode_flops_per_user(setup, gen_steps, 3, official=False)
+            with model.decoding(gen_steps=gen_steps):
+                assert counted_matmul_flops(lambda: model.generate(history, 3)) \
+                    == 5 * speed.decode_flops_per_user(setup, gen_steps, 3, official=False)
             assert counted_matmul_flops(lambda: reference_decode.reference_beam_search(
                 reference_decode.full_vocabulary_network(model), history, 3, gen_steps, valid_tokens,
                 model.mask_token, model.head_offset)) \
