@@ -449,3 +449,17 @@ def test_an_epoch_reports_each_weighted_loss_part(tiny_world):
     trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, model)
     parts = trainer._train_epoch(train, 0)
     assert isinstance(parts, tuple) and len(parts) == 3 and all(part > 0 for part in parts)
+
+
+def test_every_scoring_mode_and_the_scorer_loss_run_under_bf16_autocast(tiny_world):
+    """CUDA decodes under bf16 autocast (the model's _autocast); CPU autocast mimics its mixed dtypes here."""
+    model = new_model(tiny_world, **SCORER)
+    model._autocast = lambda: torch.autocast("cpu", dtype=torch.bfloat16)
+    with model._autocast():
+        assert torch.isfinite(model.calculate_loss(first_batch(tiny_world[1])))
+    model.eval()
+    interaction, _ = catalog_batch(tiny_world, model, n_users=3)
+    for scoring in ("marginal", "hybrid", "rescore", "scorer", "scorer_hybrid", "fused"):
+        with torch.no_grad(), model.decoding(scoring=scoring, rescore_candidates=8):
+            scores = model.full_sort_predict(interaction)
+        assert scores.dtype == torch.float32 and torch.isfinite(scores[:, 1:]).all(), scoring

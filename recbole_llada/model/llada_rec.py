@@ -223,7 +223,7 @@ class LLaDARec(SequentialRecommender):
         items = self.token_embedding(self.item_tokens(torch.arange(self.n_items, device=user.device))).mean(dim=1)
         if self.scorer_id_embedding is not None:
             items = items + self.scorer_id_embedding.weight
-        logits = user @ items.to(user.dtype).T
+        logits = user @ items.T
         return logits.masked_fill(torch.arange(self.n_items, device=user.device) == 0, float("-inf"))
 
     # ----- recommendation ------------------------------------------------------------------------------
@@ -241,8 +241,7 @@ class LLaDARec(SequentialRecommender):
     def code_log_probs(self, history: torch.Tensor, partial: torch.Tensor) -> torch.Tensor:
         """Log-probabilities [B, W, M, K] of each head's codes at each target position.
 
-        history: [B, L*M] tokens; partial: [B, W, M] codes with -1 = still masked. Each head's softmax runs
-        over its own K codes only: other heads' tokens are never valid at that position.
+        history: [B, L*M] tokens; partial: [B, W, M] codes with -1 = still masked (see head_log_probs).
         """
         batch_size, n_beams, _ = partial.shape
         target = torch.where(partial >= 0, partial + self.head_offset, self.mask_token)
@@ -318,14 +317,21 @@ class LLaDARec(SequentialRecommender):
         if self.scoring == "rescore":
             joint = self.rescored(history, marginal)
             return ranked_scores(torch.isfinite(joint).float(), joint.nan_to_num(neginf=0.0), marginal)
-        below_beams = marginal if self.scoring == "hybrid" else self.item_scorer_logits(hidden).float()
+        if self.scoring == "hybrid":
+            return ranked_scores(self.beam_ranks(history), marginal)
+        with self._autocast():
+            scorer = self.item_scorer_logits(hidden).float()
         if self.scoring == "scorer":
-            return ranked_scores(below_beams)
-        if self.scoring == "fused":
-            return ranked_scores(F.log_softmax(below_beams, dim=1) + marginal)
-        # hybrid, scorer_hybrid: generated item at beam rank r -> W - r > 0, the others 0.
-        beam_rank = scores_from_generated(self.generated_items(history), self.n_items, self.fallback_order, 0)
-        return ranked_scores(beam_rank.clamp(min=0.0), below_beams)
+            return ranked_scores(scorer)
+        if self.scoring == "scorer_hybrid":
+            return ranked_scores(self.beam_ranks(history), scorer)
+        # fused: log p_scorer(item) + the marginal score, a product of the two models' probabilities.
+        return ranked_scores(F.log_softmax(scorer, dim=1) + marginal)
+
+    def beam_ranks(self, history: torch.Tensor) -> torch.Tensor:
+        """[B, n_items]: the generated item at beam rank r (0 = best) gets num_beams - r, every other item 0."""
+        return scores_from_generated(self.generated_items(history), self.n_items, self.fallback_order,
+                                     0).clamp(min=0.0)
 
     def full_sort_predict(self, interaction):
         history = self.history_tokens(interaction[self.ITEM_SEQ], interaction[self.ITEM_SEQ_LEN])
