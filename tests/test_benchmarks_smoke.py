@@ -319,6 +319,18 @@ def test_tradeoff_reproduces_the_run_and_writes_table_and_plot(tiny_runs, tmp_pa
         == [(p.gen_steps, p.num_beams, p.metrics["ndcg@10"]) for p in points]
 
 
+def test_tradeoff_loads_a_checkpoint_saved_before_the_catalog_scoring_keys(tiny_runs, tmp_path):
+    llada = next(r for r in quality.read_runs(quality.runs_path(tiny_runs, "tiny")) if r["model"] == "LLaDARec")
+    checkpoint = torch.load(llada["saved_model_file"], map_location="cpu", weights_only=False)
+    new_keys = ("scoring", "valid_scoring", "rescore_candidates", "item_scorer", "item_scorer_weight",
+                "item_scorer_id_embedding")
+    for key in new_keys:
+        del checkpoint["config"].final_config_dict[key]
+    torch.save(checkpoint, tmp_path / "old.pth")
+    loaded = tradeoff.load_checkpoint(tmp_path / "old.pth", device="cpu")
+    assert (loaded.model.scoring, loaded.model.rescore_candidates, loaded.model.item_scorer) == ("beam", 200, "none")
+
+
 def test_quality_on_several_gpus_goes_through_the_distributed_path(tmp_path, monkeypatch):
     calls = []
 
