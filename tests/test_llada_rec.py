@@ -364,6 +364,8 @@ def test_decoding_settings_apply_inside_the_block_only_and_are_validated(tiny_wo
         new_model(tiny_world, scoring="best")
     with pytest.raises(ValueError, match="item_scorer"):
         new_model(tiny_world, item_scorer="mlp")
+    with pytest.raises(ValueError, match="valid_scoring"):
+        new_model(tiny_world, valid_scoring="scorer")
 
 
 def test_validation_decodes_with_the_validation_settings(tiny_world):

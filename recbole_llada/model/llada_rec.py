@@ -56,6 +56,14 @@ ITEM_SCORERS = ("none", "sid")
 DECODING_SETTINGS = ("scoring", "num_beams", "gen_steps", "gen_order", "rescore_candidates")
 
 
+def check_scoring(key: str, scoring: str, item_scorer: str) -> None:
+    """ValueError naming the config key unless ``scoring`` is a mode this model can run."""
+    if scoring not in SCORING_MODES:
+        raise ValueError(f"{key} must be one of {SCORING_MODES}, got {scoring!r}")
+    if scoring in SCORER_MODES and item_scorer == "none":
+        raise ValueError(f"{key}: {scoring!r} needs a trained item scorer, but item_scorer is 'none'")
+
+
 class LLaDARec(SequentialRecommender):
     def __init__(self, config, dataset):
         super().__init__(config, dataset)
@@ -83,6 +91,7 @@ class LLaDARec(SequentialRecommender):
         self.item_scorer_weight = config["item_scorer_weight"]
         if self.item_scorer not in ITEM_SCORERS:
             raise ValueError(f"item_scorer must be one of {ITEM_SCORERS}, got {self.item_scorer!r}")
+        check_scoring("valid_scoring", config["valid_scoring"], self.item_scorer)
         self._check_decoding()
 
         # Buffers: the checkpoint carries the SID table, so it is self-contained.
@@ -109,10 +118,7 @@ class LLaDARec(SequentialRecommender):
                                         if config["item_scorer_id_embedding"] else None)
 
     def _check_decoding(self) -> None:
-        if self.scoring not in SCORING_MODES:
-            raise ValueError(f"scoring must be one of {SCORING_MODES}, got {self.scoring!r}")
-        if self.scoring in SCORER_MODES and self.item_scorer == "none":
-            raise ValueError(f"scoring {self.scoring!r} needs a trained item scorer; item_scorer is 'none'")
+        check_scoring("scoring", self.scoring, self.item_scorer)
         if not 1 <= self.gen_steps <= self.n_digits:
             raise ValueError(f"gen_steps must be in 1..sid_n_heads={self.n_digits}, got {self.gen_steps}")
         if self.num_beams < 1 or self.rescore_candidates < 1:
