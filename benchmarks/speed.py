@@ -268,8 +268,7 @@ def measure_llada(report: SpeedReport, generator: torch.Generator) -> None:
     if setup.run_reference and (setup.reference_gen_steps, setup.reference_beams) not in grid:
         grid.append((setup.reference_gen_steps, setup.reference_beams))
     for gen_steps, num_beams in grid:
-        model.gen_steps, model.eval_num_beams = gen_steps, num_beams
-        with torch.no_grad():
+        with torch.no_grad(), model.decoding(gen_steps=gen_steps, num_beams=num_beams):
             timing = time_repeated(lambda: model.full_sort_predict(users), device, setup.warmup, setup.repeats)
         report.rows.append(decode_row(report, OURS, decode_setting(gen_steps, num_beams), fast_precision(device),
                                       model, timing, decode_flops_per_user(setup, gen_steps, num_beams, False)))

@@ -27,12 +27,14 @@ if __package__ in (None, ""):  # run as a file: make the repository root importa
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch
+import yaml
 
 from benchmarks.common import RESULTS_DIR, format_number, pick_device, synchronize, write_csv, write_markdown
 from recbole.config import Config
 from recbole.data import data_preparation
 from recbole.data.dataset import SequentialDataset
 from recbole.utils import get_model, get_trainer, init_seed
+from recbole_llada import resources
 from recbole_llada.results import markdown_table, provenance
 
 DEFAULT_BEAMS = (10, 20, 50)
@@ -69,6 +71,10 @@ def load_checkpoint(path: Path, data_path: str | None = None, device: str | None
     config.compatibility_settings()  # unpickling skips Config.__init__, which sets the numpy aliases RecBole uses
     if config["model"] != "LLaDARec":
         raise ValueError(f"{path} holds a {config['model']} checkpoint; the trade-off needs LLaDARec")
+    # A checkpoint saved before a model key existed (e.g. scoring) gets that key's default from the model YAML.
+    for key, value in yaml.safe_load(resources.model_config("LLaDARec").read_text()).items():
+        if key not in config:
+            config[key] = value
     if data_path is not None:
         config["data_path"] = os.path.join(data_path, config["dataset"])
     target = pick_device(device)
@@ -89,15 +95,15 @@ def load_checkpoint(path: Path, data_path: str | None = None, device: str | None
 
 def evaluate_point(loaded: LoadedCheckpoint, gen_steps: int, num_beams: int) -> TradeoffPoint:
     model = loaded.model
-    model.gen_steps, model.eval_num_beams = gen_steps, num_beams
     model.eval()
-    with torch.no_grad():  # warm-up: kernels for these shapes, the SID index on the device
-        model.full_sort_predict(next(iter(loaded.test_data))[0].to(loaded.device))
-    synchronize(loaded.device)
-    start = time.perf_counter()
-    result = loaded.trainer.evaluate(loaded.test_data, load_best_model=False, show_progress=False)
-    synchronize(loaded.device)
-    seconds = time.perf_counter() - start
+    with model.decoding(gen_steps=gen_steps, num_beams=num_beams):
+        with torch.no_grad():  # warm-up: kernels for these shapes, the SID index on the device
+            model.full_sort_predict(next(iter(loaded.test_data))[0].to(loaded.device))
+        synchronize(loaded.device)
+        start = time.perf_counter()
+        result = loaded.trainer.evaluate(loaded.test_data, load_best_model=False, show_progress=False)
+        synchronize(loaded.device)
+        seconds = time.perf_counter() - start
     users = loaded.test_data.sample_size  # sequential full sort: one test interaction per user
     return TradeoffPoint(gen_steps=gen_steps, num_beams=num_beams, users=users, seconds=seconds,
                          metrics={k: float(v) for k, v in result.items()})

@@ -5,8 +5,10 @@ is inherited unchanged):
 - AdamW with a cosine learning-rate schedule and linear warm-up (``warmup_ratio`` of all steps), stepped per
   batch, and gradient clipping (``clip_grad_norm``), as the official code trains.
 - bf16 autocast on CUDA (no loss scaling needed, unlike RecBole's fp16 ``enable_amp`` path).
-- Validation decodes with ``valid_num_beams`` (the official code selects models with greedy decoding); the
-  test uses ``num_beams``.
+- Validation decodes with ``valid_scoring`` and ``valid_num_beams`` (the official code selects models with greedy
+  decoding); the test uses ``scoring`` and ``num_beams``.
+- The epoch's loss is returned, and logged, part by part (``train_loss1``, ``train_loss2``, ...: the weighted
+  parts in the model's ``last_losses``, which sum to its loss), as RecBole does for a model's loss tuple.
 - ``train_time_budget`` (seconds, optional) ends training at the first epoch boundary past the budget (at
   least one epoch always trains), as early stopping would: the best checkpoint so far is kept and tested. For
   benchmarks with a wall-clock limit.
@@ -93,7 +95,7 @@ class LLaDARecTrainer(Trainer):
             train_data.sampler.set_epoch(epoch_idx)
         batches = tqdm(train_data, total=len(train_data), ncols=100,
                        desc=set_color(f"Train {epoch_idx:>5}", "pink")) if show_progress else train_data
-        total_loss = torch.zeros((), device=self.device)
+        total_parts = None
         for interaction in batches:
             interaction = interaction.to(self.device)
             self.optimizer.zero_grad(set_to_none=True)
@@ -107,11 +109,12 @@ class LLaDARecTrainer(Trainer):
             clip_grad_norm_(self.model.parameters(), self.max_grad_norm)
             self.optimizer.step()
             self.scheduler.step()
-            total_loss += loss.detach()
+            parts = torch.stack(self.model.last_losses)
+            total_parts = parts if total_parts is None else total_parts + parts
         # One host sync per epoch instead of one per batch.
-        total_loss = total_loss.item()
-        self._check_nan(torch.tensor(total_loss))
-        return total_loss
+        total_parts = tuple(total_parts.tolist())
+        self._check_nan(torch.tensor(sum(total_parts)))
+        return total_parts
 
     def _valid_epoch(self, valid_data, show_progress=False):
         if self._budget_spent:
@@ -120,8 +123,5 @@ class LLaDARecTrainer(Trainer):
             # keeps RecBole's "best eval result in epoch" message right.
             self.stopping_step = self.cur_step
             return -math.inf, {}
-        self.model.eval_num_beams = self.model.valid_num_beams
-        try:
+        with self.model.decoding(scoring=self.config["valid_scoring"], num_beams=self.config["valid_num_beams"]):
             return super()._valid_epoch(valid_data, show_progress=show_progress)
-        finally:
-            self.model.eval_num_beams = self.model.num_beams

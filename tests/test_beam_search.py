@@ -9,7 +9,8 @@ import itertools
 import pytest
 import torch
 
-from recbole_llada.decoding.beam_search import DECODING_ORDERS, generate_topk, tokens_per_step
+from recbole_llada.decoding.beam_search import (DECODING_ORDERS, generate_topk, sequence_log_probs,
+                                                tokens_per_step)
 from recbole_llada.decoding.constraints import SIDIndex
 
 
@@ -303,3 +304,59 @@ def test_invalid_arguments_are_rejected():
     with pytest.raises(ValueError):
         generate_topk(model, 1, 2, 3, num_beams=2, gen_steps=1,
                       index=SIDIndex(torch.tensor([[0, 0, 0], [1, 2, 0]]), codebook_size=3))
+
+
+def brute_force_sequence_score(model: FakeModel, b: int, sid: tuple[int, ...], codebook_size: int,
+                               gen_steps: int, order: str, items=None) -> float:
+    """The chain rule along the generation order, one forced SID at a time, in plain loops."""
+    n_digits = len(sid)
+    base, remainder = divmod(n_digits, gen_steps)
+    state, score = [-1] * n_digits, 0.0
+    for step in range(gen_steps):
+        log_probs = model.log_probs(b, tuple(state))
+        plan = _plan(order, tuple(state), log_probs, base + (step < remainder), items, codebook_size)
+        for position in plan:
+            score += log_probs[position][sid[position]]
+            state[position] = sid[position]
+    return score
+
+
+@pytest.mark.parametrize("constrained", [False, True])
+@pytest.mark.parametrize("gen_steps", [1, 2, 3])
+@pytest.mark.parametrize("order", ["adaptive", "left2right", "right2left"])
+def test_sequence_log_probs_are_the_chain_rule_along_the_generation_order(order, gen_steps, constrained):
+    batch_size, n_digits, codebook_size = 2, 3, 3
+    all_sids = torch.tensor(list(itertools.product(range(codebook_size), repeat=n_digits)))
+    item_sid = torch.cat([torch.zeros(1, n_digits, dtype=torch.long),
+                          all_sids[torch.randperm(len(all_sids), generator=torch.Generator().manual_seed(4))[:9]]])
+    index = SIDIndex(item_sid, codebook_size) if constrained else None
+    items = [tuple(sid) for sid in item_sid[1:].tolist()] if constrained else None
+    candidates = item_sid[1:] if constrained else all_sids
+    model = FakeModel(batch_size, n_digits, codebook_size, seed=30 + gen_steps)
+    scores = sequence_log_probs(model, candidates.expand(batch_size, -1, -1), codebook_size, gen_steps,
+                                order, index)
+    assert scores.shape == (batch_size, len(candidates)) and model.calls == gen_steps
+    for b in range(batch_size):
+        expected = [brute_force_sequence_score(model, b, tuple(sid), codebook_size, gen_steps, order, items)
+                    for sid in candidates.tolist()]
+        assert scores[b].tolist() == pytest.approx(expected, abs=1e-5)
+
+
+@pytest.mark.parametrize("gen_steps", [1, 2, 4])
+@pytest.mark.parametrize("order", ["adaptive", "left2right", "right2left"])
+def test_sequence_log_probs_equal_the_scores_of_an_exhaustive_beam_search(order, gen_steps):
+    batch_size, n_digits, codebook_size, n_real = 2, 4, 3, 17
+    all_sids = torch.tensor(list(itertools.product(range(codebook_size), repeat=n_digits)))
+    item_sid = torch.cat([torch.zeros(1, n_digits, dtype=torch.long),
+                          all_sids[torch.randperm(len(all_sids), generator=torch.Generator().manual_seed(3))[:n_real]]])
+    index = SIDIndex(item_sid, codebook_size)
+    model = FakeModel(batch_size, n_digits, codebook_size, seed=8)
+    beams = generate_topk(model, batch_size, n_digits, codebook_size, n_real, gen_steps, order=order,
+                          index=index)
+    rescored = sequence_log_probs(model, beams.codes, codebook_size, gen_steps, order, index)
+    assert torch.allclose(rescored, beams.scores, atol=1e-5)
+
+
+def test_sequence_log_probs_reject_incomplete_sids():
+    with pytest.raises(ValueError, match="complete"):
+        sequence_log_probs(FakeModel(1, 2, 3, seed=0), torch.tensor([[[0, -1]]]), 3, gen_steps=1)

@@ -175,9 +175,9 @@ def test_analytic_flops_equal_the_counted_matmuls():
     valid_tokens = reference_decode.position_valid_tokens(model.item_sid, model.head_offset, model.mask_token)
     with torch.no_grad():
         for gen_steps in (1, 2):
-            model.gen_steps = gen_steps
-            assert counted_matmul_flops(lambda: model.generate(history, 3)) \
-                == 5 * speed.decode_flops_per_user(setup, gen_steps, 3, official=False)
+            with model.decoding(gen_steps=gen_steps):
+                assert counted_matmul_flops(lambda: model.generate(history, 3)) \
+                    == 5 * speed.decode_flops_per_user(setup, gen_steps, 3, official=False)
             assert counted_matmul_flops(lambda: reference_decode.reference_beam_search(
                 reference_decode.full_vocabulary_network(model), history, 3, gen_steps, valid_tokens,
                 model.mask_token, model.head_offset)) \
@@ -317,6 +317,18 @@ def test_tradeoff_reproduces_the_run_and_writes_table_and_plot(tiny_runs, tmp_pa
     reread = tradeoff.read_points_csv(tmp_path / "tradeoff_tiny.csv")
     assert [(p.gen_steps, p.num_beams, p.metrics["ndcg@10"]) for p in reread] \
         == [(p.gen_steps, p.num_beams, p.metrics["ndcg@10"]) for p in points]
+
+
+def test_tradeoff_loads_a_checkpoint_saved_before_the_catalog_scoring_keys(tiny_runs, tmp_path):
+    llada = next(r for r in quality.read_runs(quality.runs_path(tiny_runs, "tiny")) if r["model"] == "LLaDARec")
+    checkpoint = torch.load(llada["saved_model_file"], map_location="cpu", weights_only=False)
+    new_keys = ("scoring", "valid_scoring", "rescore_candidates", "item_scorer", "item_scorer_weight",
+                "item_scorer_id_embedding")
+    for key in new_keys:
+        del checkpoint["config"].final_config_dict[key]
+    torch.save(checkpoint, tmp_path / "old.pth")
+    loaded = tradeoff.load_checkpoint(tmp_path / "old.pth", device="cpu")
+    assert (loaded.model.scoring, loaded.model.rescore_candidates, loaded.model.item_scorer) == ("beam", 200, "none")
 
 
 def test_quality_on_several_gpus_goes_through_the_distributed_path(tmp_path, monkeypatch):

@@ -47,10 +47,18 @@ def tiny_world(tmp_path_factory):
     return config, train, valid, test
 
 
-def new_model(tiny_world) -> LLaDARec:
+def new_model(tiny_world, **overrides) -> LLaDARec:
+    """A freshly initialised model; overrides replace config keys for its construction only."""
     config, train, _, _ = tiny_world
-    init_seed(config["seed"], config["reproducibility"])
-    return LLaDARec(config, train._dataset)
+    previous = {key: config[key] for key in overrides}
+    for key, value in overrides.items():
+        config[key] = value
+    try:
+        init_seed(config["seed"], config["reproducibility"])
+        return LLaDARec(config, train._dataset)
+    finally:
+        for key, value in previous.items():
+            config[key] = value
 
 
 def first_batch(loader):
@@ -108,9 +116,9 @@ def test_loss_is_finite_and_ablation_switches_select_the_losses(tiny_world):
     model = new_model(tiny_world)
     torch.manual_seed(0)
     total = model.calculate_loss(batch)
-    item_loss, his_loss = model.last_losses
+    item_loss, his_loss = model.last_losses  # weighted parts
     assert torch.isfinite(total) and item_loss > 0 and his_loss > 0
-    assert torch.allclose(total, item_loss + model.his_mask_weight * his_loss)
+    assert torch.equal(total, item_loss + his_loss)
     total.backward()
     assert model.token_embedding.weight.grad.abs().sum() > 0
 
@@ -153,8 +161,7 @@ def test_generated_items_come_first_and_are_real_items(tiny_world):
 def test_every_step_count_and_order_decodes(tiny_world, gen_steps, gen_order):
     _, _, _, test = tiny_world
     model = new_model(tiny_world).eval()
-    model.gen_steps, model.gen_order = gen_steps, gen_order
-    with torch.no_grad():
+    with torch.no_grad(), model.decoding(gen_steps=gen_steps, gen_order=gen_order):
         scores = model.full_sort_predict(first_batch(test)[0])
     assert torch.isfinite(scores.topk(10, dim=1).values).all()
 
@@ -279,3 +286,233 @@ def test_mitchell_init_is_the_old_scheme(tiny_world):
 def test_unknown_init_is_rejected(tiny_world):
     with pytest.raises(ValueError, match="init must be one of"):
         _model_with_init(tiny_world, "xavier")
+
+
+# ----- scoring the whole catalog ---------------------------------------------------------------------------
+
+def catalog_batch(tiny_world, model, n_users=6):
+    """The first n_users test users: (interaction, history tokens)."""
+    interaction = first_batch(tiny_world[3])[0][torch.arange(n_users)]
+    return interaction, model.history_tokens(interaction[model.ITEM_SEQ], interaction[model.ITEM_SEQ_LEN])
+
+
+def full_ranking(scores_row: torch.Tensor) -> list[int]:
+    """Items with a finite score, best first."""
+    order = scores_row.argsort(descending=True)
+    return order[torch.isfinite(scores_row[order])].tolist()
+
+
+def test_marginal_scores_equal_predict_item_by_item(tiny_world):
+    model = new_model(tiny_world).eval()
+    interaction, history = catalog_batch(tiny_world, model)
+    with torch.no_grad(), model.decoding(scoring="marginal"):
+        marginal = model.marginal_scores(model.head_log_probs(model.masked_target_hidden(history)))
+        ranking = model.full_sort_predict(interaction)
+        for item in range(1, N_ITEMS + 1):
+            interaction.interaction[model.ITEM_ID] = torch.full((interaction.length,), item)
+            assert torch.allclose(model.predict(interaction), marginal[:, item], atol=1e-6)
+    assert torch.isneginf(marginal[:, 0]).all()
+    for row in range(interaction.length):
+        expected = torch.sort(-marginal[row, 1:], stable=True).indices + 1
+        assert full_ranking(ranking[row]) == expected.tolist()
+
+
+def brute_force_joint(model, history_row: torch.Tensor, sid: list[int]) -> float:
+    """Chain rule along the adaptive, constrained order with one forward per step, in plain loops."""
+    catalog = model.item_sid[1:].tolist()
+    state, score = [-1] * model.n_digits, 0.0
+    for n_commit in [model.n_digits // model.gen_steps] * model.gen_steps:  # the test uses gen_steps | M
+        log_probs = model.code_log_probs(history_row[None], torch.tensor(state)[None, None])[0, 0]
+        consistent = [codes for codes in catalog if all(s < 0 or s == c for s, c in zip(state, codes))]
+        masked = [m for m in range(model.n_digits) if state[m] < 0]
+        masked.sort(key=lambda m: max(log_probs[m, codes[m]].item() for codes in consistent), reverse=True)
+        for position in masked[:n_commit]:
+            score += log_probs[position, sid[position]].item()
+            state[position] = sid[position]
+    return score
+
+
+@pytest.mark.parametrize("gen_steps", [1, 2])
+def test_rescoring_every_item_ranks_the_catalog_by_its_exact_joint_log_probability(tiny_world, gen_steps):
+    model = new_model(tiny_world).eval()
+    interaction, history = catalog_batch(tiny_world, model, n_users=3)
+    with torch.no_grad(), model.decoding(scoring="rescore", rescore_candidates=N_ITEMS, gen_steps=gen_steps):
+        scores = model.full_sort_predict(interaction)
+        marginal = model.marginal_scores(model.head_log_probs(model.masked_target_hidden(history)))
+        joint = model.rescored(history, marginal)
+        for row in range(interaction.length):
+            expected = [brute_force_joint(model, history[row], sid) for sid in model.item_sid[1:].tolist()]
+            assert joint[row, 1:].tolist() == pytest.approx(expected, abs=1e-5)
+            ranked = full_ranking(scores[row])
+            assert sorted(ranked) == list(range(1, N_ITEMS + 1))
+            ranked_joint = [expected[item - 1] for item in ranked]
+            assert all(a >= b - 1e-5 for a, b in zip(ranked_joint, ranked_joint[1:]))
+    if gen_steps == 1:  # one step scores every position from the fully masked block: the marginal score
+        assert torch.allclose(joint[:, 1:], marginal[:, 1:], atol=1e-5)
+
+
+def test_rescore_ranks_its_candidates_first_and_the_rest_by_marginal_score(tiny_world):
+    model = new_model(tiny_world).eval()
+    interaction, history = catalog_batch(tiny_world, model)
+    n_candidates = 7
+    with torch.no_grad(), model.decoding(scoring="rescore", rescore_candidates=n_candidates):
+        scores = model.full_sort_predict(interaction)
+        marginal = model.marginal_scores(model.head_log_probs(model.masked_target_hidden(history)))
+        joint = model.rescored(history, marginal)
+    for row in range(interaction.length):
+        ranked = full_ranking(scores[row])
+        candidates = marginal[row].topk(n_candidates).indices.tolist()
+        assert sorted(ranked[:n_candidates]) == sorted(candidates)
+        assert (joint[row, ranked[:n_candidates]].diff() <= 0).all()
+        assert (marginal[row, ranked[n_candidates:]].diff() <= 0).all()
+
+
+def test_hybrid_puts_the_beams_first_in_beam_order_then_the_rest_by_marginal_score(tiny_world):
+    model = new_model(tiny_world).eval()
+    interaction, history = catalog_batch(tiny_world, model)
+    with torch.no_grad(), model.decoding(scoring="hybrid", num_beams=5):
+        beams = model.generated_items(history)
+        scores = model.full_sort_predict(interaction)
+        marginal = model.marginal_scores(model.head_log_probs(model.masked_target_hidden(history)))
+    for row in range(interaction.length):
+        generated = [item for item in beams[row].tolist() if item > 0]
+        ranked = full_ranking(scores[row])
+        assert len(generated) == 5 and ranked[:5] == generated
+        assert sorted(ranked) == list(range(1, N_ITEMS + 1))
+        assert (marginal[row, ranked[5:]].diff() <= 0).all()
+
+
+SCORER = {"item_scorer": "sid"}
+
+
+@pytest.mark.parametrize("scoring", ["beam", "marginal", "hybrid", "rescore", "scorer", "scorer_hybrid", "fused"])
+def test_every_scoring_mode_has_no_ties_in_the_top_k_and_never_ranks_padding(tiny_world, scoring):
+    model = new_model(tiny_world, **SCORER).eval()
+    interaction, _ = catalog_batch(tiny_world, model)
+    with torch.no_grad(), model.decoding(scoring=scoring, rescore_candidates=8):
+        scores = model.full_sort_predict(interaction)
+    assert scores.shape == (interaction.length, N_ITEMS + 1) and torch.isneginf(scores[:, 0]).all()
+    top = scores.topk(model.max_topk, dim=1).values
+    assert torch.isfinite(top).all() and (top[:, :-1] > top[:, 1:]).all()
+
+
+def test_decoding_settings_apply_inside_the_block_only_and_are_validated(tiny_world):
+    model = new_model(tiny_world)
+    with model.decoding(scoring="marginal", num_beams=3):
+        assert (model.scoring, model.num_beams) == ("marginal", 3)
+    assert (model.scoring, model.num_beams) == ("beam", 12)
+    with pytest.raises(ValueError, match="scoring"):
+        with model.decoding(scoring="best"):
+            pass
+    with pytest.raises(ValueError, match="item_scorer"):
+        with model.decoding(scoring="scorer"):
+            pass
+    with pytest.raises(ValueError, match="unknown decoding settings"):
+        with model.decoding(beams=3):
+            pass
+    assert model.scoring == "beam"
+    with pytest.raises(ValueError, match="scoring"):
+        new_model(tiny_world, scoring="best")
+    with pytest.raises(ValueError, match="item_scorer"):
+        new_model(tiny_world, item_scorer="mlp")
+    with pytest.raises(ValueError, match="valid_scoring"):
+        new_model(tiny_world, valid_scoring="scorer")
+
+
+def test_validation_decodes_with_the_validation_settings(tiny_world):
+    config, _, valid, _ = tiny_world
+    model = new_model(tiny_world)
+    seen = []
+
+    def record(interaction):
+        seen.append((model.scoring, model.num_beams))
+        return torch.zeros(interaction.length, model.n_items)
+
+    model.full_sort_predict = record
+    previous = config["valid_scoring"]
+    config["valid_scoring"] = "marginal"
+    try:
+        trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, model)
+        trainer._valid_epoch(valid)
+    finally:
+        config["valid_scoring"] = previous
+    assert seen and set(seen) == {("marginal", config["valid_num_beams"])}
+    assert (model.scoring, model.num_beams) == ("beam", config["num_beams"])
+
+
+# ----- the item scorer -------------------------------------------------------------------------------------
+
+def test_without_the_item_scorer_the_parameters_and_the_loss_are_the_diffusion_ones(tiny_world):
+    batch = first_batch(tiny_world[1])
+    plain, with_scorer = new_model(tiny_world), new_model(tiny_world, **SCORER)
+    plain_names = {name for name, _ in plain.named_parameters()}
+    assert not any(name.startswith("scorer") for name in plain_names)
+    assert {name for name, _ in with_scorer.named_parameters()} - plain_names == {
+        "scorer_projection.weight", "scorer_projection.bias"}
+    torch.manual_seed(0)
+    plain_loss = plain.calculate_loss(batch)
+    torch.manual_seed(0)
+    scorer_loss = with_scorer.calculate_loss(batch)
+    assert len(plain.last_losses) == 2 and torch.equal(plain_loss, sum(plain.last_losses))
+    # Same masks, same initial weights: the diffusion parts agree, the scorer adds the third.
+    assert torch.allclose(torch.stack(with_scorer.last_losses[:2]), torch.stack(plain.last_losses), atol=1e-5)
+    assert torch.allclose(scorer_loss, sum(with_scorer.last_losses))
+    assert with_scorer.last_losses[2] > 0
+
+
+def test_item_scorer_logits_shapes_and_gradients(tiny_world):
+    model = new_model(tiny_world, item_scorer_id_embedding=True, **SCORER)
+    _, history = catalog_batch(tiny_world, model)
+    logits = model.item_scorer_logits(model.masked_target_hidden(history))
+    assert logits.shape == (history.shape[0], N_ITEMS + 1)
+    assert torch.isneginf(logits[:, 0]).all() and torch.isfinite(logits[:, 1:]).all()
+    model.calculate_loss(first_batch(tiny_world[1])).backward()
+    for parameter in (model.scorer_projection.weight, model.scorer_id_embedding.weight,
+                      model.token_embedding.weight):
+        assert parameter.grad is not None and parameter.grad.abs().sum() > 0
+
+
+def test_scorer_mode_ranks_by_the_scorer_logits(tiny_world):
+    model = new_model(tiny_world, **SCORER).eval()
+    interaction, history = catalog_batch(tiny_world, model)
+    with torch.no_grad(), model.decoding(scoring="scorer"):
+        logits = model.item_scorer_logits(model.masked_target_hidden(history))
+        scores = model.full_sort_predict(interaction)
+    for row in range(interaction.length):
+        expected = torch.sort(-logits[row, 1:], stable=True).indices + 1
+        assert full_ranking(scores[row]) == expected.tolist()
+
+
+def test_item_scorer_cross_entropy_falls_when_overfitting_one_batch(tiny_world):
+    model = new_model(tiny_world, **SCORER)
+    batch = first_batch(tiny_world[1])
+    optimizer = torch.optim.Adam(model.parameters(), lr=0.01)
+    scorer_losses = []
+    for _ in range(30):
+        optimizer.zero_grad()
+        model.calculate_loss(batch).backward()
+        optimizer.step()
+        scorer_losses.append(model.last_losses[2].item())
+    assert scorer_losses[-1] < 0.5 * scorer_losses[0], scorer_losses
+
+
+def test_an_epoch_reports_each_weighted_loss_part(tiny_world):
+    config, train, _, _ = tiny_world
+    model = new_model(tiny_world, **SCORER)
+    trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, model)
+    parts = trainer._train_epoch(train, 0)
+    assert isinstance(parts, tuple) and len(parts) == 3 and all(part > 0 for part in parts)
+
+
+def test_every_scoring_mode_and_the_scorer_loss_run_under_bf16_autocast(tiny_world):
+    """CUDA decodes under bf16 autocast (the model's _autocast); CPU autocast mimics its mixed dtypes here."""
+    model = new_model(tiny_world, **SCORER)
+    model._autocast = lambda: torch.autocast("cpu", dtype=torch.bfloat16)
+    with model._autocast():
+        assert torch.isfinite(model.calculate_loss(first_batch(tiny_world[1])))
+    model.eval()
+    interaction, _ = catalog_batch(tiny_world, model, n_users=3)
+    for scoring in ("marginal", "hybrid", "rescore", "scorer", "scorer_hybrid", "fused"):
+        with torch.no_grad(), model.decoding(scoring=scoring, rescore_candidates=8):
+            scores = model.full_sort_predict(interaction)
+        assert scores.dtype == torch.float32 and torch.isfinite(scores[:, 1:]).all(), scoring

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from recbole_llada.decoding.ranking import scores_from_generated
+from recbole_llada.decoding.ranking import ranked_scores, scores_from_generated
 
 
 def _reference_ranking(generated: list[int], fallback: list[int], min_finite: int) -> list[int]:
@@ -76,3 +76,25 @@ def test_invalid_inputs_are_rejected():
         scores_from_generated(torch.tensor([[1]]), 5, torch.tensor([1, 1, 2]), 2)
     with pytest.raises(ValueError):
         scores_from_generated(torch.tensor([[1]]), 5, torch.tensor([1, 5]), 2)
+
+
+@pytest.mark.parametrize("n_keys", [1, 2, 3])
+def test_ranked_scores_sort_lexicographically_with_ties_by_item_id(n_keys):
+    generator = torch.Generator().manual_seed(n_keys)
+    batch_size, n_items = 4, 12
+    # Few distinct values, -inf among them, so ties on every key occur.
+    keys = [torch.randint(0, 3, (batch_size, n_items), generator=generator).float() for _ in range(n_keys)]
+    keys[0][:, 5] = float("-inf")
+    scores = ranked_scores(*keys)
+    for row in range(batch_size):
+        expected = sorted(range(1, n_items), key=lambda item: ([-key[row, item].item() for key in keys], item))
+        finite = [item for item in scores[row].argsort(descending=True).tolist() if item != 0]
+        assert finite == expected
+        assert torch.isneginf(scores[row, 0]) and scores[row, 1:].unique().numel() == n_items - 1
+
+
+def test_ranked_scores_reject_mismatched_keys():
+    with pytest.raises(ValueError):
+        ranked_scores(torch.zeros(2, 3), torch.zeros(2, 4))
+    with pytest.raises(ValueError):
+        ranked_scores()

@@ -112,6 +112,26 @@ def _model_log_probs(log_prob_fn: LogProbFn, codes: torch.Tensor,
     return log_probs.float()
 
 
+def _commit_priority(log_probs: torch.Tensor, codes: torch.Tensor, fixed_priority: torch.Tensor | None,
+                     index: SIDIndex | None) -> torch.Tensor:
+    """FloatTensor[B, W, M]: which masked positions a partial SID commits first (higher first).
+
+    Adaptive: the model's confidence at the position, max log-probability over the allowed codes
+    (whatever code is then committed there); fixed orders: their priority. Committed positions get
+    -inf.
+    """
+    batch_size, width, n_digits = codes.shape
+    if fixed_priority is None:
+        if index is not None:
+            allowed = index.allowed_codes_all_positions(codes.reshape(-1, n_digits))
+            log_probs = log_probs.masked_fill(~allowed.view(log_probs.shape), float("-inf"))
+        # Clamp so that a masked position always ranks above a committed one (-inf).
+        priority = log_probs.amax(dim=-1).clamp(min=torch.finfo(torch.float32).min)
+    else:
+        priority = fixed_priority[:, None, :].expand(batch_size, width, n_digits)
+    return priority.masked_fill(codes >= 0, float("-inf"))
+
+
 def generate_topk(log_prob_fn: LogProbFn, batch_size: int, n_digits: int, codebook_size: int,
                   num_beams: int, gen_steps: int, order: str = "adaptive",
                   index: SIDIndex | None = None, generator: torch.Generator | None = None,
@@ -146,22 +166,9 @@ def generate_topk(log_prob_fn: LogProbFn, batch_size: int, n_digits: int, codebo
     codes = torch.full((batch_size, 1, n_digits), -1, dtype=torch.long, device=device)
     scores = torch.zeros(batch_size, 1, dtype=torch.float32, device=device)
     for n_commit in steps:
-        width = codes.shape[1]
         log_probs = _model_log_probs(log_prob_fn, codes, codebook_size)
-        if fixed_priority is None:
-            if index is not None:
-                allowed = index.allowed_codes_all_positions(codes.view(-1, n_digits))
-                log_probs_allowed = log_probs.masked_fill(
-                    ~allowed.view(log_probs.shape), float("-inf"))
-            else:
-                log_probs_allowed = log_probs
-            # Clamp so that a masked position always ranks above a committed one (-inf).
-            priority = log_probs_allowed.amax(dim=-1).clamp(min=torch.finfo(torch.float32).min)
-        else:
-            priority = fixed_priority[:, None, :].expand(batch_size, width, n_digits)
-        priority = priority.masked_fill(codes >= 0, float("-inf"))
-        beams = _Beams(codes=codes, scores=scores, log_probs=log_probs,
-                       plan=priority.topk(n_commit, dim=-1).indices)
+        plan = _commit_priority(log_probs, codes, fixed_priority, index).topk(n_commit, dim=-1).indices
+        beams = _Beams(codes=codes, scores=scores, log_probs=log_probs, plan=plan)
         for slot in range(n_commit):
             beams = _expand_position(beams, slot, num_beams, index)
         codes, scores = beams.codes, beams.scores
@@ -170,3 +177,39 @@ def generate_topk(log_prob_fn: LogProbFn, batch_size: int, n_digits: int, codebo
     items = None if index is None else index.lookup(codes.view(-1, n_digits)).view(
         batch_size, num_beams)
     return BeamOutput(codes=codes, scores=scores, items=items)
+
+
+def sequence_log_probs(log_prob_fn: LogProbFn, codes: torch.Tensor, codebook_size: int,
+                       gen_steps: int, order: str = "adaptive", index: SIDIndex | None = None,
+                       generator: torch.Generator | None = None) -> torch.Tensor:
+    """FloatTensor[B, R]: joint log-probability of R given complete SIDs per user under the
+    generation process of generate_topk (same steps, same commit order, same log_prob_fn).
+
+    codes: LongTensor[B, R, M] of complete SIDs (no -1), e.g. candidate items. Each candidate is
+    decoded like a beam that is forced to its own codes: in step t (t = 1..gen_steps), one call of
+    log_prob_fn on every candidate's partial SID (its codes committed so far, -1 elsewhere); the
+    step commits the candidate's n_t highest-priority masked positions S_t, priority as in
+    generate_topk (adaptive: the model's confidence max_c log p(c) over the allowed codes at the
+    position; fixed orders: the order; random: one permutation per user from `generator`); the
+    score is the chain rule over the steps,
+        sum_t sum_{m in S_t} log p(code_m | history, codes at S_1..S_{t-1}).
+    So a SID that beam search returns gets exactly its beam score, and beam search with at least
+    as many beams as there are SIDs returns every SID with this score. Positions committed in the
+    same step are scored from the same call, independently, as beam search scores them; with
+    gen_steps = M this is the exact joint log-probability along the model's own order.
+    """
+    if order not in DECODING_ORDERS:
+        raise ValueError(f"unknown order {order!r}; expected one of {DECODING_ORDERS}")
+    if codes.dim() != 3 or (codes < 0).any():
+        raise ValueError(f"codes must be complete SIDs of shape [B, R, M], got {tuple(codes.shape)}")
+    batch_size, n_candidates, n_digits = codes.shape
+    fixed_priority = _fixed_priority(order, batch_size, n_digits, codes.device, generator)
+    partial = torch.full_like(codes, -1)
+    scores = torch.zeros(batch_size, n_candidates, dtype=torch.float32, device=codes.device)
+    for n_commit in tokens_per_step(n_digits, gen_steps):
+        log_probs = _model_log_probs(log_prob_fn, partial, codebook_size)
+        plan = _commit_priority(log_probs, partial, fixed_priority, index).topk(n_commit, dim=-1).indices
+        own_log_probs = log_probs.gather(3, codes.unsqueeze(-1)).squeeze(-1)
+        scores += own_log_probs.gather(2, plan).sum(dim=-1)
+        partial = partial.scatter(2, plan, codes.gather(2, plan))
+    return scores

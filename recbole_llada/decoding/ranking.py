@@ -4,7 +4,7 @@ RecBole ranks all items with torch.topk over [B, n_items] scores. Items the mode
 must not tie at -inf inside the top-k: topk would return whichever tied ids come first, i.e. low
 item ids, and count hits the model never produced. So generated items get strictly decreasing
 finite scores in beam order, a deterministic fallback ranking fills any shortfall below them, and
-only the rest stays -inf.
+only the rest stays -inf. Catalog scorers rank every item instead (ranked_scores).
 """
 
 import torch
@@ -50,4 +50,28 @@ def scores_from_generated(item_ids: torch.Tensor, n_items: int, fallback_order: 
     # Filled columns are -inf so far and the others get -inf: amax writes exactly the fill.
     scores.scatter_reduce_(1, fallback_order.expand(batch_size, -1), fallback_score,
                            reduce="amax")
+    return scores
+
+
+def ranked_scores(*keys: torch.Tensor) -> torch.Tensor:
+    """FloatTensor[B, n_items] of distinct full-sort scores for a lexicographic ranking.
+
+    keys: FloatTensors[B, n_items], the first the most significant, each ranked descending; items
+    tied on every key rank by lower item id (a stable sort), so the ranking is deterministic and
+    no two items share a score. The item at rank r gets n_items - r; item 0 (padding) gets -inf
+    whatever its keys. Keys must not hold NaN.
+    """
+    if not keys or any(key.shape != keys[0].shape or key.dim() != 2 for key in keys):
+        raise ValueError("ranked_scores needs one or more keys of the same shape [B, n_items]")
+    batch_size, n_items = keys[0].shape
+    device = keys[0].device
+    # Stable sorts from the least to the most significant key give the lexicographic order.
+    order = torch.arange(n_items, device=device).expand(batch_size, n_items)
+    for key in reversed(keys):
+        by_key = torch.sort(key.gather(1, order), dim=1, descending=True, stable=True).indices
+        order = order.gather(1, by_key)
+    rank_score = torch.arange(n_items, 0, -1, device=device, dtype=torch.float32)
+    scores = torch.empty(batch_size, n_items, device=device).scatter_(
+        1, order, rank_score.expand(batch_size, n_items))
+    scores[:, 0] = float("-inf")
     return scores
