@@ -39,9 +39,9 @@ import torch
 import yaml
 
 from benchmarks import quality, tradeoff
-from benchmarks.common import REPO_ROOT, RESULTS_DIR, format_number, write_csv, write_markdown
+from benchmarks.common import REPO_ROOT, RESULTS_DIR, format_number, slugify, write_csv, write_markdown
 from recbole.utils import get_model, get_trainer, init_seed
-from recbole_llada.quick_start import build_config, parse_overrides, run
+from recbole_llada.quick_start import RunResult, build_config, parse_overrides, run
 from recbole_llada.results import markdown_table, provenance
 
 MODEL = "LLaDARec"
@@ -155,9 +155,13 @@ def append_row(path: Path, record: Mapping[str, object]) -> None:
     write_csv(path, ROW_COLUMNS, [[row.get(key, "") for key in ROW_COLUMNS] for row in rows])
 
 
-def settings_text(overrides: Mapping[str, Any]) -> str:
-    """The user's overrides as the rows record them: rows of equal settings are one experiment."""
+def overrides_text(overrides: Mapping[str, Any]) -> str:
     return json.dumps(dict(overrides), sort_keys=True, default=str)
+
+
+def settings_text(overrides: Mapping[str, Any], config_files: Sequence[str] = ()) -> str:
+    """The user's overrides and config files as the rows record them: rows of equal settings are one experiment."""
+    return overrides_text({**overrides, **({"config_files": list(config_files)} if config_files else {})})
 
 
 def finished(rows: Sequence[Mapping[str, str]], settings: str) -> dict[tuple[str, int], Mapping[str, str]]:
@@ -176,7 +180,7 @@ def measured_row(variant: Variant, seed: int, settings: str, metrics: Mapping[st
         "users": users or "", "decode_seconds": "" if decode_seconds is None else decode_seconds,
         "decode_ms_per_user": "" if decode_seconds is None else 1000 * decode_seconds / users,
         "train_seconds": "" if train_seconds is None else train_seconds,
-        "variant_overrides": settings_text(variant.overrides), "settings": settings, "checkpoint": checkpoint,
+        "variant_overrides": overrides_text(variant.overrides), "settings": settings, "checkpoint": checkpoint,
         "test_result": json.dumps(dict(metrics), sort_keys=True),
         **{key: info[key] for key in ("commit", "hardware", "date", "command")},
     }
@@ -185,7 +189,7 @@ def measured_row(variant: Variant, seed: int, settings: str, metrics: Mapping[st
 def skipped_row(variant: Variant, seed: int, settings: str, note: str, checkpoint: str = "") -> dict[str, object]:
     info = provenance()
     return {"label": variant.name, "seed": seed, "status": "skipped", "note": note,
-            "variant_overrides": settings_text(variant.overrides), "settings": settings, "checkpoint": checkpoint,
+            "variant_overrides": overrides_text(variant.overrides), "settings": settings, "checkpoint": checkpoint,
             **{key: info[key] for key in ("commit", "hardware", "date", "command")}}
 
 
@@ -200,28 +204,35 @@ def known_keys(dataset: str, config_files: Sequence[str], overrides: Mapping[str
     return set(build_config(MODEL, dataset, config_files, overrides).final_config_dict)
 
 
-def train(dataset: str, config_files: Sequence[str], overrides: Mapping[str, Any], seed: int) -> tuple[str, Any]:
-    """One LLaDARec run; returns its checkpoint (renamed per seed, as quality.py does) and the run's result."""
+def train(dataset: str, config_files: Sequence[str], overrides: Mapping[str, Any], seed: int,
+          label: str) -> tuple[str, RunResult]:
+    """One LLaDARec run; returns its checkpoint and the run's result.
+
+    RecBole names a checkpoint by the second its trainer was made, so a short run could overwrite the previous
+    one's: each is renamed at once with ``label`` and the seed (as quality.py adds the seed).
+    """
     result = run(MODEL, dataset, config_files, {**overrides, "seed": seed})
-    return quality.keep_checkpoint_per_seed(result.saved_model_file, seed), result
+    saved = Path(result.saved_model_file)
+    return str(saved.rename(saved.with_name(f"{saved.stem}-{slugify(label)}-seed{seed}{saved.suffix}"))), result
 
 
 def run_trained_study(study: Study, dataset: str, seeds: Sequence[int], overrides: Mapping[str, Any],
                       results_dir: Path, config_files: Sequence[str]) -> None:
-    path, settings = rows_path(results_dir, study.name, dataset), settings_text(overrides)
+    path, settings = rows_path(results_dir, study.name, dataset), settings_text(overrides, config_files)
     known = known_keys(dataset, config_files, overrides)
-    for variant in study.variants:
-        missing = unknown_keys(variant, known)
-        for seed in seeds:
+    for seed in seeds:  # seed by seed, so that a run cut short leaves whole comparisons
+        for variant in study.variants:
+            missing = unknown_keys(variant, known)
             if (variant.name, seed) in finished(read_rows(path), settings):
                 continue
             if missing:
                 append_row(path, skipped_row(variant, seed, settings, f"this code has no key {', '.join(missing)}"))
             else:
-                checkpoint, result = train(dataset, config_files, {**overrides, **variant.overrides}, seed)
+                checkpoint, result = train(dataset, config_files, {**overrides, **variant.overrides}, seed,
+                                           f"{study.name}-{variant.name}")
                 append_row(path, measured_row(variant, seed, settings, result.test_result, checkpoint,
                                               train_seconds=result.train_seconds))
-            write_report(study, dataset, results_dir)
+            write_report(study, dataset, results_dir, plot=False)  # the plot once at the end: it is slow
 
 
 def with_overrides(loaded: tradeoff.LoadedCheckpoint, overrides: Mapping[str, Any]) -> tradeoff.LoadedCheckpoint:
@@ -235,45 +246,49 @@ def with_overrides(loaded: tradeoff.LoadedCheckpoint, overrides: Mapping[str, An
     return dataclasses.replace(loaded, config=config, model=model, trainer=trainer)
 
 
-def rejection(loaded: tradeoff.LoadedCheckpoint, overrides: Mapping[str, Any]) -> str | None:
-    """Why the model refuses these overrides (at construction or on a first batch), or None if it takes them."""
+def decode_variant(loaded: tradeoff.LoadedCheckpoint, overrides: Mapping[str, Any],
+                   first_batch: Any) -> tuple[int, float, dict[str, float]] | str:
+    """(test users, seconds, metrics) of the checkpoint's model rebuilt with ``overrides``, or why the model refuses
+    them (a value it rejects fails at construction or on the first batch)."""
     try:
-        variant = with_overrides(loaded, overrides)
-        variant.model.eval()
+        rebuilt = with_overrides(loaded, overrides)
+        rebuilt.model.eval()
         with torch.no_grad():
-            variant.model.full_sort_predict(next(iter(loaded.test_data))[0].to(loaded.device))
+            rebuilt.model.full_sort_predict(first_batch)
     except ValueError as error:
         return f"rejected by the model: {error}"
-    return None
+    init_seed(loaded.config["seed"], loaded.config["reproducibility"])  # the random order draws from torch's RNG
+    return tradeoff.timed_test_evaluation(rebuilt)
 
 
 def decode_variants(study: Study, loaded: tradeoff.LoadedCheckpoint, checkpoint: str, settings: str,
                     overrides: Mapping[str, Any], known: set[str], path: Path, dataset: str,
                     results_dir: Path) -> None:
+    """Evaluate every variant of a decode study on one loaded checkpoint that the rows file lacks for it."""
     seed = loaded.config["seed"]
     decode_overrides = {k: v for k, v in overrides.items() if k not in LOADING_KEYS}
+    first_batch = next(iter(loaded.test_data))[0].to(loaded.device)
     for variant in study.variants:
         done = finished(read_rows(path), settings).get((variant.name, seed))
         if done is not None and done["checkpoint"] == checkpoint:
             continue
         missing = unknown_keys(variant, known)
-        overrides_here = {**decode_overrides, **variant.overrides}
-        note = f"this code has no key {', '.join(missing)}" if missing else rejection(loaded, overrides_here)
-        if note is not None:
-            append_row(path, skipped_row(variant, seed, settings, note, checkpoint))
+        outcome = (f"this code has no key {', '.join(missing)}" if missing
+                   else decode_variant(loaded, {**decode_overrides, **variant.overrides}, first_batch))
+        if isinstance(outcome, str):
+            append_row(path, skipped_row(variant, seed, settings, outcome, checkpoint))
         else:
-            init_seed(seed, loaded.config["reproducibility"])  # the random order draws from torch's generator
-            users, seconds, metrics = tradeoff.timed_test_evaluation(with_overrides(loaded, overrides_here))
+            users, seconds, metrics = outcome
             append_row(path, measured_row(variant, seed, settings, metrics, checkpoint, users=users,
                                           decode_seconds=seconds))
-        write_report(study, dataset, results_dir)
+        write_report(study, dataset, results_dir, plot=False)  # the plot once at the end: it is slow
 
 
 def run_decode_study(study: Study, dataset: str, seeds: Sequence[int], overrides: Mapping[str, Any],
                      results_dir: Path, config_files: Sequence[str], checkpoints: Sequence[Path] = ()) -> None:
-    """Decode every variant on one checkpoint per seed: ``checkpoints`` if given, else one trained per seed (a
-    rerun reuses the checkpoint its earlier rows name, if the file is still there)."""
-    path, settings = rows_path(results_dir, study.name, dataset), settings_text(overrides)
+    """Decode every variant on one checkpoint per seed: ``checkpoints`` if given, else one trained here per seed (a
+    rerun reuses the checkpoint that the seed's earlier rows name, if the file is still there)."""
+    path, settings = rows_path(results_dir, study.name, dataset), settings_text(overrides, config_files)
     known = known_keys(dataset, config_files, overrides)
     data_path, device = overrides.get("data_path"), overrides.get("device")
     if checkpoints:
@@ -284,11 +299,12 @@ def run_decode_study(study: Study, dataset: str, seeds: Sequence[int], overrides
             decode_variants(study, loaded, str(checkpoint), settings, overrides, known, path, dataset, results_dir)
         return
     for seed in seeds:
-        earlier = [row["checkpoint"] for (_, row_seed), row in finished(read_rows(path), settings).items()
-                   if row_seed == seed and Path(row["checkpoint"]).is_file()]
-        if all((v.name, seed) in finished(read_rows(path), settings) for v in study.variants):
+        done = {variant: row for (variant, row_seed), row in finished(read_rows(path), settings).items()
+                if row_seed == seed}
+        if len(done) == len(study.variants):
             continue
-        checkpoint = earlier[-1] if earlier else train(dataset, config_files, overrides, seed)[0]
+        earlier = [row["checkpoint"] for row in done.values() if Path(row["checkpoint"]).is_file()]
+        checkpoint = earlier[-1] if earlier else train(dataset, config_files, overrides, seed, study.name)[0]
         loaded = tradeoff.load_checkpoint(Path(checkpoint), data_path, device)
         decode_variants(study, loaded, checkpoint, settings, overrides, known, path, dataset, results_dir)
 
@@ -376,7 +392,7 @@ def summary_table(summaries: Sequence[VariantSummary]) -> tuple[str, list[str]]:
         seeds = str(len(s.seeds)) if s.seeds else "–"
         if s.notes:
             seeds += f" (skipped: {'; '.join(s.notes)})"
-        rows.append([s.variant.name, f"`{settings_text(s.variant.overrides)}`", seeds,
+        rows.append([s.variant.name, f"`{overrides_text(s.variant.overrides)}`", seeds,
                      *(_mean_std(s, m) for m in METRICS), _mean_std(s, "decode_ms_per_user"), s.variant.paper,
                      agrees])
     header = ["variant", "overrides", "seeds", *(quality.METRIC_TITLES[m] for m in METRICS), "decode ms/user",
@@ -435,8 +451,8 @@ def verdict_path(results_dir: Path, study: str, dataset: str) -> Path:
     return Path(results_dir) / f"ablation_{study}_{dataset}_verdict.md"
 
 
-def write_report(study: Study, dataset: str, results_dir: Path) -> Path:
-    """Regenerate ``ablation_<study>_<dataset>.{md,png}`` from the rows file; a hand-written
+def write_report(study: Study, dataset: str, results_dir: Path, plot: bool = True) -> Path:
+    """Regenerate ``ablation_<study>_<dataset>.md`` (and ``.png`` with ``plot``) from the rows file; a hand-written
     ``ablation_<study>_<dataset>_verdict.md`` beside it becomes the report's "Verdict" section."""
     rows = read_rows(rows_path(results_dir, study.name, dataset))
     summaries = summarise(study, rows)
@@ -468,7 +484,8 @@ def write_report(study: Study, dataset: str, results_dir: Path) -> Path:
     if verdict.exists():
         sections.append(("Verdict", verdict.read_text(encoding="utf-8").strip()))
     write_markdown(md_path, title, [*sections, ("Notes", "\n".join(notes))], provenance())
-    plot_study(study, summaries, md_path.with_suffix(".png"), f"LLaDARec on {dataset}: {study.name}")
+    if plot:
+        plot_study(study, summaries, md_path.with_suffix(".png"), f"LLaDARec on {dataset}: {study.name}")
     return md_path
 
 
