@@ -1,7 +1,8 @@
 """The paper's analyses (arXiv 2511.06254: Table 4, Figs. 3-6) as one command each, next to the paper's direction.
 
     python benchmarks/ablations.py --study=STUDY --dataset=DATASET [--seeds=N] [--first_seed=S]
-        [--checkpoints=a.pth,b.pth] [--results_dir=DIR] [--config_files=a.yaml] [--key=value ...]
+        [--checkpoints=a.pth,b.pth] [--results_dir=DIR] [--config_files=a.yaml] [--studies_file=YAML]
+        [--summary_only] [--key=value ...]
 
 STUDY is one of benchmarks/experiments/ablations.yaml, where every study's variants (their config overrides) and the
 paper's direction for each row are data:
@@ -13,9 +14,9 @@ paper's direction for each row are data:
   evaluator, timed between device syncs (``tradeoff.timed_test_evaluation``).
 
 Writes ``<results_dir>/ablation_<study>_<dataset>.csv`` (one row per variant and seed, appended as each finishes;
-a rerun with the same settings skips what the file already holds) and ``.md`` / ``.png`` (mean ± std over seeds,
-the paper's direction and whether ours agrees), regenerated after every row. A variant whose key this code does not
-know, or whose value the model rejects, gets a row saying so instead of numbers.
+a rerun with the same settings skips what the file already holds), ``.md`` (mean ± std over seeds, the paper's
+direction and whether ours agrees; regenerated after every row) and ``.png`` (drawn at the end). A variant whose key
+this code does not know, or whose value the model rejects, gets a row saying so instead of numbers.
 """
 
 from __future__ import annotations
