@@ -105,7 +105,7 @@ def test_decode_studies_rebuild_the_checkpoint_per_variant(setup, tmp_path):
     assert metrics(decoding["beam"]) == pytest.approx(expected)
     assert metrics(order["adaptive"]) == pytest.approx(expected)
     assert decoding["greedy"]["status"] == "ok"
-    for name in ("marginal", "hybrid", "rescore", "scorer", "scorer_hybrid"):  # present or not, never a crash
+    for name in ("marginal", "hybrid", "rescore", "scorer", "scorer_hybrid", "fused"):  # present or not, no crash
         row = decoding[name]
         assert row["status"] == "ok" or (row["status"] == "skipped" and row["note"]), row
     assert all(row["status"] == "ok" for row in order.values())
