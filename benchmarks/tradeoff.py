@@ -61,6 +61,7 @@ class LoadedCheckpoint:
     trainer: object
     test_data: object
     device: torch.device
+    train_split: SequentialDataset  # what the model is constructed from (SIDs, training targets)
 
 
 def load_checkpoint(path: Path, data_path: str | None = None, device: str | None = None) -> LoadedCheckpoint:
@@ -90,23 +91,30 @@ def load_checkpoint(path: Path, data_path: str | None = None, device: str | None
     model.load_state_dict(checkpoint["state_dict"])
     model.load_other_parameter(checkpoint.get("other_parameter"))
     trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, model)
-    return LoadedCheckpoint(config=config, model=model, trainer=trainer, test_data=test_data, device=target)
+    return LoadedCheckpoint(config=config, model=model, trainer=trainer, test_data=test_data, device=target,
+                            train_split=train_split)
 
 
 def evaluate_point(loaded: LoadedCheckpoint, gen_steps: int, num_beams: int) -> TradeoffPoint:
+    with loaded.model.decoding(gen_steps=gen_steps, num_beams=num_beams):
+        users, seconds, metrics = timed_test_evaluation(loaded)
+    return TradeoffPoint(gen_steps=gen_steps, num_beams=num_beams, users=users, seconds=seconds, metrics=metrics)
+
+
+def timed_test_evaluation(loaded: LoadedCheckpoint) -> tuple[int, float, dict[str, float]]:
+    """(test users, wall seconds, RecBole's test metrics) of the model as it is set up now: one warm-up batch,
+    then ``trainer.evaluate`` over the whole test split between device syncs."""
     model = loaded.model
     model.eval()
-    with model.decoding(gen_steps=gen_steps, num_beams=num_beams):
-        with torch.no_grad():  # warm-up: kernels for these shapes, the SID index on the device
-            model.full_sort_predict(next(iter(loaded.test_data))[0].to(loaded.device))
-        synchronize(loaded.device)
-        start = time.perf_counter()
-        result = loaded.trainer.evaluate(loaded.test_data, load_best_model=False, show_progress=False)
-        synchronize(loaded.device)
-        seconds = time.perf_counter() - start
+    with torch.no_grad():  # warm-up: kernels for these shapes, the SID index on the device
+        model.full_sort_predict(next(iter(loaded.test_data))[0].to(loaded.device))
+    synchronize(loaded.device)
+    start = time.perf_counter()
+    result = loaded.trainer.evaluate(loaded.test_data, load_best_model=False, show_progress=False)
+    synchronize(loaded.device)
+    seconds = time.perf_counter() - start
     users = loaded.test_data.sample_size  # sequential full sort: one test interaction per user
-    return TradeoffPoint(gen_steps=gen_steps, num_beams=num_beams, users=users, seconds=seconds,
-                         metrics={k: float(v) for k, v in result.items()})
+    return users, seconds, {k: float(v) for k, v in result.items()}
 
 
 def evaluate_tradeoff(loaded: LoadedCheckpoint, gen_steps: Sequence[int] | None = None,
