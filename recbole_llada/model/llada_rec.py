@@ -28,6 +28,9 @@ PAD_TOKEN = 0
 
 
 class LLaDARec(SequentialRecommender):
+    # True: the dense [B, 1, N, N] attention mask even where a key-padding mask is exact (benchmarks compare both).
+    dense_attention_mask = False
+
     def __init__(self, config, dataset):
         super().__init__(config, dataset)
         item_sid = torch.as_tensor(dataset.item_sid, dtype=torch.long)
@@ -100,7 +103,8 @@ class LLaDARec(SequentialRecommender):
         positions = torch.arange(n_tokens, device=tokens.device)
         hidden = (self.token_embedding(tokens) + self.token_position_embedding(positions)
                   + self.item_position_embedding(positions // self.n_digits))
-        mask = build_attention_mask(self.attention, tokens != PAD_TOKEN, self.n_digits)
+        mask = build_attention_mask(self.attention, tokens != PAD_TOKEN, self.n_digits,
+                                    dense=self.dense_attention_mask)
         return self.encoder(self.embedding_dropout(hidden), mask)
 
     def logits(self, hidden: torch.Tensor) -> torch.Tensor:
