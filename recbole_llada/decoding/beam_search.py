@@ -74,7 +74,8 @@ class _Beams:
 def _expand_position(beams: _Beams, slot: int, num_beams: int,
                      index: SIDIndex | None) -> _Beams:
     """Commit each beam's plan[..., slot] position with every allowed code; keep the best
-    num_beams candidates per user."""
+    num_beams candidates per user. index=None: every code is allowed, or log_probs already hold
+    -inf at the codes the index forbids for these partial SIDs."""
     batch_size, width, n_digits = beams.codes.shape
     codebook_size = beams.log_probs.shape[-1]
     position = beams.plan[:, :, slot]
@@ -82,7 +83,8 @@ def _expand_position(beams: _Beams, slot: int, num_beams: int,
         2, position[:, :, None, None].expand(batch_size, width, 1, codebook_size)).squeeze(2)
     if index is not None:
         # Constraints depend on the codes committed so far, including earlier slots of this step.
-        allowed = index.allowed_codes(beams.codes.reshape(-1, n_digits), position.reshape(-1))
+        allowed = index.allowed_codes(beams.codes.reshape(-1, n_digits), position.reshape(-1),
+                                      validate=False)
         position_log_probs = position_log_probs.masked_fill(
             ~allowed.view(batch_size, width, codebook_size), float("-inf"))
     candidates = (beams.scores[:, :, None] + position_log_probs).view(batch_size, -1)
@@ -148,22 +150,24 @@ def generate_topk(log_prob_fn: LogProbFn, batch_size: int, n_digits: int, codebo
     for n_commit in steps:
         width = codes.shape[1]
         log_probs = _model_log_probs(log_prob_fn, codes, codebook_size)
+        constrained = False  # whether log_probs already exclude the codes the index forbids now
         if fixed_priority is None:
             if index is not None:
-                allowed = index.allowed_codes_all_positions(codes.view(-1, n_digits))
-                log_probs_allowed = log_probs.masked_fill(
-                    ~allowed.view(log_probs.shape), float("-inf"))
-            else:
-                log_probs_allowed = log_probs
+                allowed = index.allowed_codes_all_positions(codes.view(-1, n_digits), validate=False)
+                log_probs = log_probs.masked_fill(~allowed.view(log_probs.shape), float("-inf"))
+                constrained = True
             # Clamp so that a masked position always ranks above a committed one (-inf).
-            priority = log_probs_allowed.amax(dim=-1).clamp(min=torch.finfo(torch.float32).min)
+            priority = log_probs.amax(dim=-1).clamp(min=torch.finfo(torch.float32).min)
         else:
             priority = fixed_priority[:, None, :].expand(batch_size, width, n_digits)
         priority = priority.masked_fill(codes >= 0, float("-inf"))
         beams = _Beams(codes=codes, scores=scores, log_probs=log_probs,
                        plan=priority.topk(n_commit, dim=-1).indices)
         for slot in range(n_commit):
-            beams = _expand_position(beams, slot, num_beams, index)
+            # Later slots see more committed codes, so the index must be asked again; its answer is
+            # a subset of the step's, so masking again gives what masking once with it would.
+            beams = _expand_position(beams, slot, num_beams,
+                                     None if constrained and slot == 0 else index)
         codes, scores = beams.codes, beams.scores
 
     codes = codes.masked_fill(torch.isneginf(scores)[:, :, None], -1)
