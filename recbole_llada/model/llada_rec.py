@@ -74,6 +74,10 @@ class LLaDARec(SequentialRecommender):
         for embedding in (self.token_embedding, self.token_position_embedding, self.item_position_embedding):
             mitchell_init_(embedding, self.d_model)
         mitchell_init_(self.output, self.d_model)
+        if config["compile"]:
+            # In place: calls of the model (training and decoding) run the compiled forward; parameter names
+            # and checkpoints stay those of the plain module. dynamic=False: one graph per input shape.
+            self.compile(dynamic=False)
 
     def _popularity_order(self, dataset) -> torch.Tensor:
         """Real items by training-target frequency (ties by id): the deterministic fallback ranking."""
