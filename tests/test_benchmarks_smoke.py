@@ -4,6 +4,7 @@ should, the analytic FLOP counts match counted matmuls, and every script writes 
 from __future__ import annotations
 
 import csv
+import dataclasses
 import itertools
 import json
 import shutil
@@ -192,7 +193,7 @@ def test_random_unique_sids_are_unique_and_in_range():
 
 
 def test_speed_measures_every_setting_and_writes_md_and_csv(tmp_path):
-    report = speed.run_speed(TINY_SPEED, CPU)
+    report = speed.run_speed(dataclasses.replace(TINY_SPEED, compare_dense_mask=True), CPU)
     md_path, csv_path = speed.write_speed(report, tmp_path, "cpu-tiny")
     with open(csv_path, newline="") as f:
         rows = list(csv.DictReader(f))
@@ -200,7 +201,8 @@ def test_speed_measures_every_setting_and_writes_md_and_csv(tmp_path):
     decode_grid = {("decode", speed.OURS, speed.decode_setting(t, b)) for t in (1, 2) for b in (2, 3)}
     assert keys == {("train", speed.OURS, "batch 8"), ("train", "SASRec", "d=8, layers=1"),
                     ("decode", "SASRec", "d=8, layers=1"), ("decode", speed.REFERENCE, "T=2 B=5"),
-                    ("decode", speed.OURS, "T=2 B=5"), *decode_grid}
+                    ("decode", speed.OURS, "T=2 B=5"), *decode_grid,
+                    ("train", speed.OURS, "batch 8, dense mask"), ("decode", speed.OURS, "T=2 B=5, dense mask")}
     for row in rows:
         throughput = float(row["throughput"])
         assert throughput > 0
