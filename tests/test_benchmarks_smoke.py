@@ -213,6 +213,31 @@ def test_speed_measures_every_setting_and_writes_md_and_csv(tmp_path):
     assert "commit" in text and "hardware" in text
 
 
+def test_profile_labels_regions_and_categories_and_writes_md(tmp_path):
+    from benchmarks import profile
+
+    decode, train = profile.profile_llada(TINY_SPEED, CPU, dense_mask=False)
+    events = {e.key: e for e in decode.events}
+    # 2 chunks of 2 users x 2 steps: one model call per step, and the index asked at least once per step.
+    assert events[profile.MODEL_REGION].count == 4
+    assert events[profile.CONSTRAINT_REGION].count >= 4
+    assert "aten::searchsorted" in events
+    regions = {row[0]: row for row in profile.region_rows(train, on_device=False)}
+    assert set(regions) == {"train: forward + loss", "train: backward", "train: clip_grad_norm_", "train: optimizer",
+                            "everything else", "total (train step)"}
+    assert float(regions["train: backward"][2].replace(",", "")) > 0
+    categories = {row[0]: row[1] for row in profile.category_rows(decode, on_device=False)}
+    assert categories["matmul"] > 0 and categories["attention"] > 0 and categories["constraint search"] > 0
+    assert profile.category("aten::searchsorted") == "constraint search"
+    assert profile.category("nvjet_tst_128x64_64x8_1x2_h_bz_coopA_NNT") == "matmul"
+    assert profile.category("aten::view") == "other"
+
+    path = tmp_path / "profile.md"
+    common.write_markdown(path, "profile", profile.markdown_sections([decode, train], TINY_SPEED, CPU, False), {})
+    text = path.read_text()
+    assert "## train step: top 25 by self CPU time" in text and "aten::mm" in text
+
+
 # ----- quality and tradeoff (one tiny training run each, shared) ---------------------------------------------
 
 LLADA_TINY = dict(gen_steps=2, sid_n_heads=2, sid_codebook_size=8, sid_code_dim=4, sid_hidden_sizes=[16],
