@@ -433,6 +433,10 @@ def write_speed(report: SpeedReport, out_dir: Path, slug: str) -> tuple[Path, Pa
     return md_path, csv_path
 
 
+def int_list(text: str) -> tuple[int, ...]:
+    return tuple(int(value) for value in text.split(","))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--small", action="store_true", help="shrunk sizes: a quick CPU check of the script")
@@ -449,6 +453,8 @@ def build_parser() -> argparse.ArgumentParser:
                              "dense attention mask")
     parser.add_argument("--compile", action="store_true", help="LLaDARec with compile: True (torch.compile)")
     parser.add_argument("--label", default=None, help="suffix of the result files: speed_<hardware>-<label>")
+    parser.add_argument("--gen_steps_grid", type=int_list, default=None, help="decoding T values, e.g. 4 or 1,2,4")
+    parser.add_argument("--beams_grid", type=int_list, default=None, help="decoding B values, e.g. 50 or 10,20,50")
     return parser
 
 
@@ -456,7 +462,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     setup = SMALL if args.small else SpeedSetup()
     changes = {"decode_users": args.decode_users, "decode_batch_size": args.decode_batch_size,
-               "repeats": args.repeats, "train_steps": args.train_steps}
+               "repeats": args.repeats, "train_steps": args.train_steps, "gen_steps_grid": args.gen_steps_grid,
+               "beams_grid": args.beams_grid}
     setup = dataclasses.replace(setup, **{k: v for k, v in changes.items() if v is not None},
                                 run_reference=not args.no_reference, run_sasrec=not args.no_sasrec,
                                 compare_dense_mask=args.compare_dense_mask, compile=args.compile)

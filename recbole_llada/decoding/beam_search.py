@@ -67,7 +67,8 @@ def _gather_beams(tensor: torch.Tensor, parent: torch.Tensor) -> torch.Tensor:
 class _Beams:
     codes: torch.Tensor  # long [B, W, M], -1 = masked
     scores: torch.Tensor  # float32 [B, W]
-    log_probs: torch.Tensor  # float32 [B, W, M, K]: this step's model output for the beam
+    log_probs: torch.Tensor  # float32 [B, W, M, K]: this step's model output for the beam (adaptive
+    # order with an index: -inf at the codes forbidden at the step's start)
     plan: torch.Tensor  # long [B, W, n]: positions the beam commits in this step, in order
 
 
