@@ -230,16 +230,26 @@ def _encoder_flops_per_sequence(setup: SpeedSetup) -> float:
 def decode_flops_per_user(setup: SpeedSetup, gen_steps: int, num_beams: int, official: bool) -> float:
     """Matmul FLOPs of decoding one user.
 
-    Ours runs the first step on one sequence per user (all beams start as the same empty SID) and the output
-    head only on the M target positions and each head's own K codes; the official loop forwards all num_beams
-    copies at every step and the full-vocabulary head at every position.
+    Ours runs the first step on one sequence per user (all beams start as the same empty SID), the last layer's
+    queries and the output head only on the M target positions, and the head only on each head's own K codes; the
+    official loop forwards all num_beams copies at every step, every position through every layer, and the
+    full-vocabulary head at every position.
     """
-    encoder = _encoder_flops_per_sequence(setup)
     if official:
         head = 2 * setup.d_model * setup.seq_len * setup.vocab_size
-        return gen_steps * num_beams * (encoder + head)
+        return gen_steps * num_beams * (_encoder_flops_per_sequence(setup) + head)
     head = 2 * setup.d_model * setup.n_digits * setup.codebook_size
-    return (1 + (gen_steps - 1) * num_beams) * (encoder + head)
+    return (1 + (gen_steps - 1) * num_beams) * (_target_encoder_flops_per_sequence(setup) + head)
+
+
+def _target_encoder_flops_per_sequence(setup: SpeedSetup) -> float:
+    """The encoder when only the M target positions' outputs are needed: the last layer still projects keys and
+    values at all N positions, but queries, attention, output projection and SwiGLU only at the M targets."""
+    d_model, n_tokens = setup.d_model, setup.seq_len
+    earlier_layers = n_tokens * encoder_flops_per_token(d_model, setup.n_layers - 1, setup.mlp_ratio, n_tokens)
+    keys_values = n_tokens * 2 * 2 * d_model * d_model
+    per_target = 2 * (2 * d_model * d_model + 3 * d_model * setup.mlp_ratio * d_model) + 2 * 2 * n_tokens * d_model
+    return earlier_layers + keys_values + setup.n_digits * per_target
 
 
 def train_flops_per_sample(setup: SpeedSetup) -> float:
@@ -410,7 +420,8 @@ def markdown_sections(report: SpeedReport) -> list[tuple[str, str]]:
         f"{torch.backends.cuda.matmul.allow_tf32}.",
         "- FLOPs are analytic matmul FLOPs (per token and layer 2 x weights + 4 N d for attention, plus the output "
         "head where it is computed; backward = 2 x forward). Ours decodes 1 + (T-1) B sequences per user (the "
-        "first step has a single beam) with the head on the M target positions' own codes only; the official "
+        "first step has a single beam) with the last layer's queries on the M target positions and the head on "
+        "their own codes only; the official "
         "loop decodes T B sequences with the full-vocabulary head at all N positions. SASRec rows have no FLOP "
         "count.",
         "- The official loop (benchmarks/reference_decode.py) runs in fp32, forwards all B beams at every step, "

@@ -164,3 +164,23 @@ def test_swiglu_uses_the_full_mlp_ratio_hidden_size_and_rmsnorm_formula():
 def test_encoder_has_no_biases():
     encoder = _encoder()
     assert not any(name.endswith("bias") for name, _ in encoder.named_parameters())
+
+
+@pytest.mark.parametrize("kind", ATTENTION_KINDS)
+def test_encoder_computes_only_the_last_positions_exactly(kind):
+    """n_outputs skips the last layer's other queries: same values and gradients as slicing the full output."""
+    encoder = _encoder()
+    valid = _left_padded_valid()
+    mask = build_attention_mask(kind, valid, N_DIGITS)
+    x = torch.randn(3, 12, 8)
+    results = []
+    for n_outputs in (None, N_DIGITS):
+        x_leaf = x.clone().requires_grad_()
+        out = encoder(x_leaf, mask, n_outputs)
+        out = out[:, -N_DIGITS:] if n_outputs is None else out
+        out.square().sum().backward()
+        results.append([out.detach(), x_leaf.grad] + [p.grad.clone() for p in encoder.parameters()])
+        encoder.zero_grad()
+    assert results[1][0].shape == (3, N_DIGITS, 8)
+    for last_only, full in zip(*results):
+        assert torch.allclose(last_only, full, atol=1e-5)

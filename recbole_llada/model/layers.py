@@ -130,11 +130,19 @@ class TransformerBlock(nn.Module):
         batch_size, seq_len, d_model = x.shape
         return x.view(batch_size, seq_len, self.n_heads, d_model // self.n_heads).transpose(1, 2)
 
-    def forward(self, x: torch.Tensor, attn_mask: torch.Tensor) -> torch.Tensor:
-        """x: [B, N, d_model]; attn_mask: BoolTensor[B, 1, N, N] or [B, 1, 1, N] from build_attention_mask."""
+    def forward(self, x: torch.Tensor, attn_mask: torch.Tensor,
+                n_queries: int | None = None) -> torch.Tensor:
+        """x: [B, N, d_model]; attn_mask: BoolTensor[B, 1, N, N] or [B, 1, 1, N] from build_attention_mask.
+
+        n_queries: compute only the last n_queries positions (all N keys still attended); returns
+        [B, n_queries, d_model]. None = every position.
+        """
         normed = self.attn_norm(x)
+        if n_queries is not None:
+            x = x[:, -n_queries:]
+            attn_mask = attn_mask[..., -n_queries:, :]  # a key-padding mask's single row stays
         attended = F.scaled_dot_product_attention(
-            self._split_heads(self.q_proj(normed)),
+            self._split_heads(self.q_proj(normed[:, -x.shape[1]:])),
             self._split_heads(self.k_proj(normed)),
             self._split_heads(self.v_proj(normed)),
             attn_mask=attn_mask,
@@ -160,8 +168,13 @@ class TransformerEncoder(nn.Module):
             block.reset_parameters(layer_id)
         nn.init.ones_(self.final_norm.weight)
 
-    def forward(self, x: torch.Tensor, attn_mask: torch.Tensor) -> torch.Tensor:
-        """x: [B, N, d_model] input embeddings; returns the normalised hidden states."""
-        for block in self.blocks:
+    def forward(self, x: torch.Tensor, attn_mask: torch.Tensor,
+                n_outputs: int | None = None) -> torch.Tensor:
+        """x: [B, N, d_model] input embeddings; returns the normalised hidden states [B, N, d_model].
+
+        n_outputs: return only the last n_outputs positions [B, n_outputs, d_model]; the last block
+        then computes only those queries (the same values, fewer FLOPs). None = every position.
+        """
+        for block in self.blocks[:-1]:
             x = block(x, attn_mask)
-        return self.final_norm(x)
+        return self.final_norm(self.blocks[-1](x, attn_mask, n_outputs))

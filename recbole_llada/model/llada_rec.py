@@ -101,15 +101,16 @@ class LLaDARec(SequentialRecommender):
         tokens = self.item_sid[items] + self.head_offset
         return tokens.masked_fill((items == 0).unsqueeze(-1), PAD_TOKEN)
 
-    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
-        """Tokens [B, N] (N = (L+1)*M) -> hidden states [B, N, d] of the mask predictor."""
+    def forward(self, tokens: torch.Tensor, n_outputs: int | None = None) -> torch.Tensor:
+        """Tokens [B, N] (N = (L+1)*M) -> hidden states [B, N, d] of the mask predictor, or of its last n_outputs
+        positions only [B, n_outputs, d] (the last layer then skips the other queries)."""
         n_tokens = tokens.shape[1]
         positions = torch.arange(n_tokens, device=tokens.device)
         hidden = (self.token_embedding(tokens) + self.token_position_embedding(positions)
                   + self.item_position_embedding(positions // self.n_digits))
         mask = build_attention_mask(self.attention, tokens != PAD_TOKEN, self.n_digits,
                                     dense=self.dense_attention_mask)
-        return self.encoder(self.embedding_dropout(hidden), mask)
+        return self.encoder(self.embedding_dropout(hidden), mask, n_outputs)
 
     def logits(self, hidden: torch.Tensor) -> torch.Tensor:
         """Hidden states [..., d] -> vocabulary logits [..., V], divided by the temperature."""
@@ -168,7 +169,7 @@ class LLaDARec(SequentialRecommender):
         target = torch.where(partial >= 0, partial + self.head_offset, self.mask_token)
         tokens = torch.cat([history.unsqueeze(1).expand(-1, n_beams, -1), target], dim=2)
         with self._autocast():
-            hidden = self(tokens.reshape(batch_size * n_beams, -1))[:, -self.n_digits:]
+            hidden = self(tokens.reshape(batch_size * n_beams, -1), n_outputs=self.n_digits)
             per_head = self.target_code_logits(hidden)
         return F.log_softmax(per_head.float(), dim=-1).view(batch_size, n_beams, self.n_digits, self.codebook_size)
 
