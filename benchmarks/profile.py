@@ -55,6 +55,8 @@ MODEL_REGION = "model: LLaDARec.code_log_probs"
 CONSTRAINT_REGION = "constraints: SIDIndex"
 # Kernel / operator name patterns per category, first match wins (searched in lower case).
 CATEGORIES = (
+    # torch.compile: inductor's fused kernels and the host-side call of a compiled graph (whose name is a hash).
+    ("compiled (inductor / triton)", r"compiledfxgraph|compiled region|triton"),
     ("attention", r"attention|fmha|flash|sdpa"),
     ("matmul", r"gemm|matmul|aten::mm$|aten::addmm|aten::bmm|cutlass|nvjet|xmma|wgmma|aten::linear|einsum"),
     ("constraint search", r"searchsorted|bucketize"),
@@ -167,9 +169,9 @@ def _self_us(event, on_device: bool) -> float:
 def kernels(task: TaskProfile, on_device: bool) -> list:
     """Events that do the work: device kernels (and copies) on a GPU, operators by self CPU time on a CPU.
 
-    Annotation ranges are left out (on a GPU they also show up as device ranges, spanning their kernels)."""
-    regions = set(task.regions)
-    chosen = [e for e in task.events if e.key not in regions and not e.key.startswith("ProfilerStep")
+    Annotation ranges (ours and torch's, e.g. the optimizer step's) are left out, as torch's own tables do: on a
+    GPU they also show up as device ranges spanning their kernels."""
+    chosen = [e for e in task.events if not e.is_user_annotation
               and (_is_device_event(e) if on_device else not _is_device_event(e))]
     return sorted(chosen, key=lambda e: _self_us(e, on_device), reverse=True)
 
@@ -199,7 +201,7 @@ def summary_rows(tasks: list[TaskProfile], on_device: bool) -> list[list[object]
 
 def region_rows(task: TaskProfile, on_device: bool) -> list[list[object]]:
     """Inclusive time per annotated region (device time of the kernels it launched on a GPU), and the rest."""
-    by_name = {e.key: e for e in task.events}
+    by_name = {e.key: e for e in task.events if not _is_device_event(e)}  # the host-side range, not its GPU copy
     total_event = by_name[task.name]
 
     def inclusive_ms(event) -> float:
