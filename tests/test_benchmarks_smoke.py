@@ -214,7 +214,7 @@ def test_speed_measures_every_setting_and_writes_md_and_csv(tmp_path):
 
 
 def test_profile_labels_regions_and_categories_and_writes_md(tmp_path):
-    from benchmarks import profile
+    from benchmarks import speed_profile as profile
 
     decode, train = profile.profile_llada(TINY_SPEED, CPU, dense_mask=False)
     events = {e.key: e for e in decode.events}

@@ -16,9 +16,9 @@ task:
 - kernel categories (attention, matmul, softmax / top-k, constraint search, copies / indexing, other);
 - the top kernels by self device time (self CPU time on a CPU).
 
-    python benchmarks/profile.py                  # full sizes, on the GPU
-    python benchmarks/profile.py --small          # shrunk sizes, a CPU check of the script
-    python benchmarks/profile.py --compile --label=compiled
+    python benchmarks/speed_profile.py                  # full sizes, on the GPU
+    python benchmarks/speed_profile.py --small          # shrunk sizes, a CPU check of the script
+    python benchmarks/speed_profile.py --compile --label=compiled
 """
 
 from __future__ import annotations
@@ -34,10 +34,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from unittest import mock
 
-if __package__ in (None, ""):
-    # Run as a file: the repository root replaces benchmarks/ on the path, whose profile.py would otherwise shadow
-    # the standard library's `profile` (imported by cProfile).
-    sys.path[0] = str(Path(__file__).resolve().parents[1])
+if __package__ in (None, ""):  # run as a file: make the repository root importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch
 from torch.autograd import DeviceType
