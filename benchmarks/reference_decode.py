@@ -54,8 +54,9 @@ class ReferenceBeams:
 
 def full_vocabulary_network(model: torch.nn.Module) -> Network:
     """LLaDARec as the official loop uses its network: logits over the whole vocabulary at every position
-    (already divided by the temperature)."""
-    return lambda tokens: model.logits(model(tokens))
+    (already divided by the temperature). It calls ``forward`` directly: the official code runs uncompiled, so its
+    loop stays uncompiled whatever LLaDARec's ``compile``."""
+    return lambda tokens: model.logits(model.forward(tokens))
 
 
 def position_valid_tokens(item_sid: torch.Tensor, head_offset: torch.Tensor, mask_token: int) -> torch.Tensor:

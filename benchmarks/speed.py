@@ -5,8 +5,8 @@ d = 256, 4 layers, 4 heads, MLP ratio 4) go through the real models, built from 
 run but without loading a dataset. Measured on CUDA when present, else on CPU:
 
 - training: samples/s of LLaDARec's step as LLaDARecTrainer runs it (calculate_loss under bf16 autocast on CUDA,
-  backward, gradient clipping, AdamW) and of SASRec's as RecBole's Trainer runs it (fp32, Adam); the implied epoch
-  over Scientific's 310,977 training sequences;
+  backward, gradient clipping, AdamW fused on CUDA) and of SASRec's as RecBole's Trainer runs it (fp32, Adam); the
+  implied epoch over Scientific's 310,977 training sequences;
 - decoding: users/s and peak memory of LLaDARec.full_sort_predict for T in {1, 2, 4} x B in {10, 20, 50}, of the
   official-style loop (benchmarks/reference_decode.py) at T = 4, B = 50 on the same users, and of SASRec's
   full-sort scoring; the implied time for Scientific's 50,985 test users;
@@ -14,10 +14,12 @@ run but without loading a dataset. Measured on CUDA when present, else on CPU:
   dense matmul rate of the same precision.
 
 Each figure is the median of several repeats after warm-up, timed between device syncs. Writes
-``benchmarks/results/speed_<hardware>.{md,csv}`` (``speed_<hardware>-small`` with ``--small``).
+``benchmarks/results/speed_<hardware>.{md,csv}`` (``speed_<hardware>-small`` with ``--small``; ``--label=X``
+appends ``-X``).
 
     python benchmarks/speed.py                 # full sizes, on the GPU
     python benchmarks/speed.py --small         # shrunk sizes, a CPU check of the whole script
+    python benchmarks/speed.py --compare_dense_mask --compile --label=compiled   # the speed paths of issue 14
 """
 
 from __future__ import annotations
@@ -83,6 +85,8 @@ class SpeedSetup:
     matmul_size: int = 8192
     run_reference: bool = True
     run_sasrec: bool = True
+    compare_dense_mask: bool = False  # also time LLaDARec with the dense [B, 1, N, N] attention mask
+    compile: bool = False  # LLaDARec with `compile: True` (torch.compile, one graph per shape)
 
     @property
     def seq_len(self) -> int:
@@ -148,7 +152,16 @@ def llada_overrides(setup: SpeedSetup) -> dict:
     return {"hidden_size": setup.d_model, "n_layers": setup.n_layers, "n_heads": setup.n_heads,
             "mlp_ratio": setup.mlp_ratio, "sid_n_heads": setup.n_digits, "sid_codebook_size": setup.codebook_size,
             "MAX_ITEM_LIST_LENGTH": setup.history_len, "train_batch_size": setup.train_batch_size,
-            "decode_batch_size": setup.decode_batch_size, "gen_steps": setup.n_digits}
+            "decode_batch_size": setup.decode_batch_size, "gen_steps": setup.n_digits, "compile": setup.compile}
+
+
+def mask_variants(setup: SpeedSetup) -> tuple[bool, ...]:
+    """Values of LLaDARec.dense_attention_mask to time: the default, plus the dense mask if compared."""
+    return (False, True) if setup.compare_dense_mask else (False,)
+
+
+def mask_suffix(dense_mask: bool) -> str:
+    return ", dense mask" if dense_mask else ""
 
 
 def count_parameters(model: torch.nn.Module) -> int:
@@ -217,16 +230,26 @@ def _encoder_flops_per_sequence(setup: SpeedSetup) -> float:
 def decode_flops_per_user(setup: SpeedSetup, gen_steps: int, num_beams: int, official: bool) -> float:
     """Matmul FLOPs of decoding one user.
 
-    Ours runs the first step on one sequence per user (all beams start as the same empty SID) and the output
-    head only on the M target positions and each head's own K codes; the official loop forwards all num_beams
-    copies at every step and the full-vocabulary head at every position.
+    Ours runs the first step on one sequence per user (all beams start as the same empty SID), the last layer's
+    queries and the output head only on the M target positions, and the head only on each head's own K codes; the
+    official loop forwards all num_beams copies at every step, every position through every layer, and the
+    full-vocabulary head at every position.
     """
-    encoder = _encoder_flops_per_sequence(setup)
     if official:
         head = 2 * setup.d_model * setup.seq_len * setup.vocab_size
-        return gen_steps * num_beams * (encoder + head)
+        return gen_steps * num_beams * (_encoder_flops_per_sequence(setup) + head)
     head = 2 * setup.d_model * setup.n_digits * setup.codebook_size
-    return (1 + (gen_steps - 1) * num_beams) * (encoder + head)
+    return (1 + (gen_steps - 1) * num_beams) * (_target_encoder_flops_per_sequence(setup) + head)
+
+
+def _target_encoder_flops_per_sequence(setup: SpeedSetup) -> float:
+    """The encoder when only the M target positions' outputs are needed: the last layer still projects keys and
+    values at all N positions, but queries, attention, output projection and SwiGLU only at the M targets."""
+    d_model, n_tokens = setup.d_model, setup.seq_len
+    earlier_layers = n_tokens * encoder_flops_per_token(d_model, setup.n_layers - 1, setup.mlp_ratio, n_tokens)
+    keys_values = n_tokens * 2 * 2 * d_model * d_model
+    per_target = 2 * (2 * d_model * d_model + 3 * d_model * setup.mlp_ratio * d_model) + 2 * 2 * n_tokens * d_model
+    return earlier_layers + keys_values + setup.n_digits * per_target
 
 
 def train_flops_per_sample(setup: SpeedSetup) -> float:
@@ -244,7 +267,7 @@ def measure_llada(report: SpeedReport, generator: torch.Generator) -> None:
 
     # Training, as LLaDARecTrainer._train_epoch does it (the LR schedule's per-step update is negligible).
     optimizer = torch.optim.AdamW(model.parameters(), lr=config["learning_rate"],
-                                  weight_decay=config["weight_decay"])
+                                  weight_decay=config["weight_decay"], fused=device.type == "cuda")
     batches = [synthetic_batch(model, setup.train_batch_size, setup.history_len, setup.n_items, generator, device)
                for _ in range(4)]
 
@@ -257,9 +280,13 @@ def measure_llada(report: SpeedReport, generator: torch.Generator) -> None:
         optimizer.step()
 
     model.train()
-    timing = time_training(step, batches, setup, device)
-    report.rows.append(train_row(report, OURS, f"batch {setup.train_batch_size}", fast_precision(device), model,
-                                 setup.train_batch_size, timing, train_flops_per_sample(setup)))
+    for dense_mask in mask_variants(setup):
+        model.dense_attention_mask = dense_mask
+        timing = time_training(step, batches, setup, device)
+        report.rows.append(train_row(report, OURS, f"batch {setup.train_batch_size}" + mask_suffix(dense_mask),
+                                     fast_precision(device), model, setup.train_batch_size, timing,
+                                     train_flops_per_sample(setup)))
+    model.dense_attention_mask = False
     del optimizer, batches
 
     model.eval()
@@ -267,11 +294,16 @@ def measure_llada(report: SpeedReport, generator: torch.Generator) -> None:
     grid = [(steps, beams) for steps in setup.gen_steps_grid for beams in setup.beams_grid]
     if setup.run_reference and (setup.reference_gen_steps, setup.reference_beams) not in grid:
         grid.append((setup.reference_gen_steps, setup.reference_beams))
+    dense_mask_setting = (setup.reference_gen_steps, setup.reference_beams)
     for gen_steps, num_beams in grid:
-        with torch.no_grad(), model.decoding(gen_steps=gen_steps, num_beams=num_beams):
-            timing = time_repeated(lambda: model.full_sort_predict(users), device, setup.warmup, setup.repeats)
-        report.rows.append(decode_row(report, OURS, decode_setting(gen_steps, num_beams), fast_precision(device),
-                                      model, timing, decode_flops_per_user(setup, gen_steps, num_beams, False)))
+        for dense_mask in mask_variants(setup) if (gen_steps, num_beams) == dense_mask_setting else (False,):
+            model.dense_attention_mask = dense_mask
+            with torch.no_grad(), model.decoding(gen_steps=gen_steps, num_beams=num_beams):
+                timing = time_repeated(lambda: model.full_sort_predict(users), device, setup.warmup, setup.repeats)
+            report.rows.append(decode_row(report, OURS, decode_setting(gen_steps, num_beams) + mask_suffix(dense_mask),
+                                          fast_precision(device), model, timing,
+                                          decode_flops_per_user(setup, gen_steps, num_beams, False)))
+    model.dense_attention_mask = False
 
     if setup.run_reference:
         gen_steps, num_beams = setup.reference_gen_steps, setup.reference_beams
@@ -323,6 +355,10 @@ def measure_matmul_rates(setup: SpeedSetup, device: torch.device) -> dict[str, f
 
 def run_speed(setup: SpeedSetup, device: torch.device, seed: int = 2024) -> SpeedReport:
     torch.manual_seed(seed)
+    if setup.compile:
+        # The decode grid alone has two shapes per (T, B) setting; past the limit, dynamo would silently fall back
+        # to eager and the table would mix compiled and eager rows.
+        torch._dynamo.config.recompile_limit = 64
     generator = torch.Generator().manual_seed(seed)
     report = SpeedReport(setup=setup, device=device, matmul_rates=measure_matmul_rates(setup, device))
     measure_llada(report, generator)
@@ -383,14 +419,18 @@ def markdown_sections(report: SpeedReport) -> list[tuple[str, str]]:
         f"{torch.backends.cuda.matmul.allow_tf32}.",
         "- FLOPs are analytic matmul FLOPs (per token and layer 2 x weights + 4 N d for attention, plus the output "
         "head where it is computed; backward = 2 x forward). Ours decodes 1 + (T-1) B sequences per user (the "
-        "first step has a single beam) with the head on the M target positions' own codes only; the official "
+        "first step has a single beam) with the last layer's queries on the M target positions and the head on "
+        "their own codes only; the official "
         "loop decodes T B sequences with the full-vocabulary head at all N positions. SASRec rows have no FLOP "
         "count.",
         "- The official loop (benchmarks/reference_decode.py) runs in fp32, forwards all B beams at every step, "
         "ranks with softmax over the full vocabulary and restricts codes per position; its timing includes the "
         "same SID-to-item mapping and full-sort scores as ours.",
         "- Training of LLaDARec: calculate_loss (both corruptions in one forward) + backward + gradient clipping + "
-        "AdamW, as LLaDARecTrainer; SASRec: CE loss + backward + Adam in fp32, as RecBole's Trainer.",
+        "AdamW (fused on CUDA), as LLaDARecTrainer; SASRec: CE loss + backward + Adam in fp32, as RecBole's Trainer.",
+        f"- LLaDARec compiled (`compile: True`, torch.compile with dynamic=False; compilation falls in the "
+        f"warm-up): {'yes' if setup.compile else 'no'}. Attention mask: key-padding [B, 1, 1, N] (bidirectional "
+        f"attention), rows marked 'dense mask' use the dense [B, 1, N, N] mask instead.",
     ])
     return [("", summary), ("Training", train_table), ("Decoding (full-sort recommendation)", decode_table),
             ("Notes", notes)]
@@ -401,6 +441,10 @@ def write_speed(report: SpeedReport, out_dir: Path, slug: str) -> tuple[Path, Pa
     write_csv(csv_path, CSV_HEADER, [[getattr(r, name) for name in CSV_HEADER] for r in report.rows])
     write_markdown(md_path, f"Speed of LLaDARec on {slug}", markdown_sections(report), provenance())
     return md_path, csv_path
+
+
+def int_list(text: str) -> tuple[int, ...]:
+    return tuple(int(value) for value in text.split(","))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -414,6 +458,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--train_steps", type=int, default=None, help="optimizer steps per timed repeat")
     parser.add_argument("--no_reference", action="store_true", help="skip the official-style decode loop")
     parser.add_argument("--no_sasrec", action="store_true", help="skip the SASRec reference point")
+    parser.add_argument("--compare_dense_mask", action="store_true",
+                        help="also time LLaDARec's training and its decoding at the official loop's T and B with the "
+                             "dense attention mask")
+    parser.add_argument("--compile", action="store_true", help="LLaDARec with compile: True (torch.compile)")
+    parser.add_argument("--label", default=None, help="suffix of the result files: speed_<hardware>-<label>")
+    parser.add_argument("--gen_steps_grid", type=int_list, default=None, help="decoding T values, e.g. 4 or 1,2,4")
+    parser.add_argument("--beams_grid", type=int_list, default=None, help="decoding B values, e.g. 50 or 10,20,50")
     return parser
 
 
@@ -421,12 +472,14 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     setup = SMALL if args.small else SpeedSetup()
     changes = {"decode_users": args.decode_users, "decode_batch_size": args.decode_batch_size,
-               "repeats": args.repeats, "train_steps": args.train_steps}
+               "repeats": args.repeats, "train_steps": args.train_steps, "gen_steps_grid": args.gen_steps_grid,
+               "beams_grid": args.beams_grid}
     setup = dataclasses.replace(setup, **{k: v for k, v in changes.items() if v is not None},
-                                run_reference=not args.no_reference, run_sasrec=not args.no_sasrec)
+                                run_reference=not args.no_reference, run_sasrec=not args.no_sasrec,
+                                compare_dense_mask=args.compare_dense_mask, compile=args.compile)
     device = pick_device(args.device)
     report = run_speed(setup, device)
-    slug = hardware_slug(device) + ("-small" if args.small else "")
+    slug = hardware_slug(device) + ("-small" if args.small else "") + (f"-{args.label}" if args.label else "")
     md_path, _ = write_speed(report, args.out_dir, slug)
     print(md_path.read_text())
     print(f"written to {md_path.with_suffix('')}.{{md,csv}}")

@@ -4,7 +4,8 @@ Differences from RecBole's ``Trainer`` (everything else — early stopping, chec
 is inherited unchanged):
 - AdamW with a cosine learning-rate schedule and linear warm-up (``warmup_ratio`` of all steps), stepped per
   batch, and gradient clipping (``clip_grad_norm``), as the official code trains.
-- bf16 autocast on CUDA (no loss scaling needed, unlike RecBole's fp16 ``enable_amp`` path).
+- bf16 autocast on CUDA (no loss scaling needed, unlike RecBole's fp16 ``enable_amp`` path), and AdamW's fused
+  CUDA kernel there (one kernel per step where the default multi-tensor path launches several).
 - Validation decodes with ``valid_scoring`` and ``valid_num_beams`` (the official code selects models with greedy
   decoding); the test uses ``scoring`` and ``num_beams``.
 - The epoch's loss is returned, and logged, part by part (``train_loss1``, ``train_loss2``, ...: the weighted
@@ -52,7 +53,7 @@ class LLaDARecTrainer(Trainer):
     def _build_optimizer(self, **kwargs):
         params = kwargs.pop("params", self.model.parameters())
         return torch.optim.AdamW(params, lr=self.config["learning_rate"],
-                                 weight_decay=self.config["weight_decay"])
+                                 weight_decay=self.config["weight_decay"], fused=self.device.type == "cuda")
 
     def _ensure_scheduler(self, steps_per_epoch: int) -> None:
         if self.scheduler is not None:

@@ -360,3 +360,27 @@ def test_sequence_log_probs_equal_the_scores_of_an_exhaustive_beam_search(order,
 def test_sequence_log_probs_reject_incomplete_sids():
     with pytest.raises(ValueError, match="complete"):
         sequence_log_probs(FakeModel(1, 2, 3, seed=0), torch.tensor([[[0, -1]]]), 3, gen_steps=1)
+
+
+@pytest.mark.parametrize("order", DECODING_ORDERS)
+def test_search_never_turns_a_tensor_into_a_python_value(order, monkeypatch):
+    """No .item(), bool(tensor), tolist() ... inside the search: on a GPU each is a host sync."""
+    batch_size, n_digits, codebook_size, num_beams, gen_steps = 2, 4, 3, 5, 2
+    all_sids = torch.tensor(list(itertools.product(range(codebook_size), repeat=n_digits)))
+    item_sid = torch.cat([torch.zeros(1, n_digits, dtype=torch.long), all_sids[::3]])
+    index = SIDIndex(item_sid, codebook_size)
+    model = FakeModel(batch_size, n_digits, codebook_size, seed=4)
+    generator = torch.Generator().manual_seed(0)
+
+    def host_sync(*args, **kwargs):
+        raise AssertionError("a tensor was turned into a Python value")
+
+    for name in ("__bool__", "__int__", "__float__", "__index__", "item", "tolist"):
+        monkeypatch.setattr(torch.Tensor, name, host_sync)
+    output = generate_topk(model, batch_size, n_digits, codebook_size, num_beams, gen_steps,
+                           order=order, index=index, generator=generator)
+    monkeypatch.undo()
+    _assert_well_formed(output)
+    with pytest.raises(AssertionError, match="Python value"):  # the probe itself works
+        monkeypatch.setattr(torch.Tensor, "__bool__", host_sync)
+        bool(torch.ones(1))

@@ -4,6 +4,7 @@ should, the analytic FLOP counts match counted matmuls, and every script writes 
 from __future__ import annotations
 
 import csv
+import dataclasses
 import itertools
 import json
 import shutil
@@ -192,7 +193,7 @@ def test_random_unique_sids_are_unique_and_in_range():
 
 
 def test_speed_measures_every_setting_and_writes_md_and_csv(tmp_path):
-    report = speed.run_speed(TINY_SPEED, CPU)
+    report = speed.run_speed(dataclasses.replace(TINY_SPEED, compare_dense_mask=True), CPU)
     md_path, csv_path = speed.write_speed(report, tmp_path, "cpu-tiny")
     with open(csv_path, newline="") as f:
         rows = list(csv.DictReader(f))
@@ -200,7 +201,8 @@ def test_speed_measures_every_setting_and_writes_md_and_csv(tmp_path):
     decode_grid = {("decode", speed.OURS, speed.decode_setting(t, b)) for t in (1, 2) for b in (2, 3)}
     assert keys == {("train", speed.OURS, "batch 8"), ("train", "SASRec", "d=8, layers=1"),
                     ("decode", "SASRec", "d=8, layers=1"), ("decode", speed.REFERENCE, "T=2 B=5"),
-                    ("decode", speed.OURS, "T=2 B=5"), *decode_grid}
+                    ("decode", speed.OURS, "T=2 B=5"), *decode_grid,
+                    ("train", speed.OURS, "batch 8, dense mask"), ("decode", speed.OURS, "T=2 B=5, dense mask")}
     for row in rows:
         throughput = float(row["throughput"])
         assert throughput > 0
@@ -209,6 +211,31 @@ def test_speed_measures_every_setting_and_writes_md_and_csv(tmp_path):
     text = md_path.read_text()
     assert "Speed-up of our decoding over the official-style loop at T=2 B=5" in text
     assert "commit" in text and "hardware" in text
+
+
+def test_profile_labels_regions_and_categories_and_writes_md(tmp_path):
+    from benchmarks import speed_profile as profile
+
+    decode, train = profile.profile_llada(TINY_SPEED, CPU, dense_mask=False)
+    events = {e.key: e for e in decode.events}
+    # 2 chunks of 2 users x 2 steps: one model call per step, and the index asked at least once per step.
+    assert events[profile.MODEL_REGION].count == 4
+    assert events[profile.CONSTRAINT_REGION].count >= 4
+    assert "aten::searchsorted" in events
+    regions = {row[0]: row for row in profile.region_rows(train, on_device=False)}
+    assert set(regions) == {"train: forward + loss", "train: backward", "train: clip_grad_norm_", "train: optimizer",
+                            "everything else", "total (train step)"}
+    assert float(regions["train: backward"][2].replace(",", "")) > 0
+    categories = {row[0]: row[1] for row in profile.category_rows(decode, on_device=False)}
+    assert categories["matmul"] > 0 and categories["attention"] > 0 and categories["constraint search"] > 0
+    assert profile.category("aten::searchsorted") == "constraint search"
+    assert profile.category("nvjet_tst_128x64_64x8_1x2_h_bz_coopA_NNT") == "matmul"
+    assert profile.category("aten::view") == "other"
+
+    path = tmp_path / "profile.md"
+    common.write_markdown(path, "profile", profile.markdown_sections([decode, train], TINY_SPEED, CPU, False), {})
+    text = path.read_text()
+    assert "## train step: top 25 by self CPU time" in text and "aten::mm" in text
 
 
 # ----- quality and tradeoff (one tiny training run each, shared) ---------------------------------------------

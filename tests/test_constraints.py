@@ -48,7 +48,9 @@ def test_allowed_codes_match_brute_force(n_digits, codebook_size, n_real, seed):
     position = torch.randint(0, n_digits, (60,), generator=torch.Generator().manual_seed(seed))
     expected = _brute_force_allowed(item_sid, partial, position, codebook_size)
     assert torch.equal(index.allowed_codes(partial, position), expected)
+    assert torch.equal(index.allowed_codes(partial, position, validate=False), expected)
     everywhere = index.allowed_codes_all_positions(partial)
+    assert torch.equal(index.allowed_codes_all_positions(partial, validate=False), everywhere)
     for m in range(n_digits):
         at_m = torch.full((60,), m)
         assert torch.equal(everywhere[:, m], _brute_force_allowed(item_sid, partial, at_m,

@@ -39,19 +39,40 @@ def _left_padded_valid() -> torch.Tensor:
     return item[None, :] >= (n_items - n_valid_items)[:, None]
 
 
+def _full_mask(mask: torch.Tensor) -> torch.Tensor:
+    """A key-padding mask [B, 1, 1, N] broadcast to [B, 1, N, N]; a dense mask unchanged."""
+    return mask.expand(-1, -1, mask.shape[-1], -1)
+
+
 @pytest.mark.parametrize("kind", ATTENTION_KINDS)
-def test_mask_matches_brute_force(kind):
+def test_dense_mask_matches_brute_force(kind):
     valid = _left_padded_valid()
     scattered = torch.rand(2, 12, generator=torch.Generator().manual_seed(0)) < 0.7
     for pattern in (valid, scattered):
-        assert torch.equal(build_attention_mask(kind, pattern, N_DIGITS),
+        assert torch.equal(build_attention_mask(kind, pattern, N_DIGITS, dense=True),
                            _brute_force_mask(kind, pattern, N_DIGITS))
+        if kind != "bidirectional":
+            assert torch.equal(build_attention_mask(kind, pattern, N_DIGITS),
+                               _brute_force_mask(kind, pattern, N_DIGITS))
+
+
+def test_bidirectional_mask_is_the_key_padding_mask():
+    """Every query (padding ones included) attends exactly the valid keys; an all-padding row attends all."""
+    valid = torch.cat([_left_padded_valid(), torch.zeros(1, 12, dtype=torch.bool)])
+    mask = build_attention_mask("bidirectional", valid, N_DIGITS)
+    assert mask.shape == (4, 1, 1, 12)
+    for b in range(4):
+        for j in range(12):
+            assert mask[b, 0, 0, j] == (valid[b, j] or not valid[b].any())
+    dense = build_attention_mask("bidirectional", valid, N_DIGITS, dense=True)
+    valid_query = valid[:, None, :, None].expand(-1, -1, -1, 12)
+    assert torch.equal(_full_mask(mask)[valid_query], dense[valid_query])
 
 
 @pytest.mark.parametrize("kind", ATTENTION_KINDS)
 def test_padding_keys_are_never_attended_by_valid_queries(kind):
     valid = _left_padded_valid()
-    mask = build_attention_mask(kind, valid, N_DIGITS)[:, 0]
+    mask = _full_mask(build_attention_mask(kind, valid, N_DIGITS))[:, 0]
     valid_query_to_padding_key = valid[:, :, None] & ~valid[:, None, :]
     assert not mask[valid_query_to_padding_key].any()
     assert torch.all(mask.sum(dim=-1) >= 1)  # every row has a key: no 0/0 softmax
@@ -91,20 +112,39 @@ def test_encoder_respects_each_kind_functionally(kind):
     x_other[0, changed] += 3.0
     differs = (encoder(x, mask) - encoder(x_other, mask)).abs().amax(dim=-1)[0] > 1e-6
     # With two layers, information reaches i if i sees some k that sees `changed` (or i == changed).
-    reach = mask[0, 0].float()
+    reach = _full_mask(mask)[0, 0].float()
     two_hop = (reach @ reach)[:, changed] > 0
     assert torch.equal(differs, two_hop)
 
 
-def test_encoder_has_no_nan_in_training_mode_and_gradients():
+@pytest.mark.parametrize("dense", [False, True])
+def test_encoder_has_no_nan_in_training_mode_and_gradients(dense):
     encoder = _encoder(dropout=0.2).train()
     valid = _left_padded_valid()
     x = torch.randn(3, 12, 8, requires_grad=True)
-    out = encoder(x, build_attention_mask("bidirectional", valid, N_DIGITS))
+    out = encoder(x, build_attention_mask("bidirectional", valid, N_DIGITS, dense=dense))
     out[valid].sum().backward()
-    assert not torch.isnan(out).any()
-    assert not torch.isnan(x.grad).any()
+    assert torch.isfinite(out).all()
+    assert torch.isfinite(x.grad).all()
+    assert all(torch.isfinite(p.grad).all() for p in encoder.parameters())
     assert torch.all(x.grad[~valid] == 0)
+
+
+def test_key_padding_mask_gives_the_dense_mask_outputs_and_gradients_at_valid_positions():
+    encoder = _encoder().eval()
+    valid = _left_padded_valid()
+    x = torch.randn(3, 12, 8)
+    outputs, gradients = [], []
+    for dense in (False, True):
+        x_leaf = x.clone().requires_grad_()
+        out = encoder(x_leaf, build_attention_mask("bidirectional", valid, N_DIGITS, dense=dense))
+        out[valid].square().sum().backward()
+        outputs.append(out[valid])
+        gradients.append([x_leaf.grad] + [p.grad.clone() for p in encoder.parameters()])
+        encoder.zero_grad()
+    assert torch.allclose(outputs[0], outputs[1], atol=1e-5)
+    for key_padding_grad, dense_grad in zip(*gradients):
+        assert torch.allclose(key_padding_grad, dense_grad, atol=1e-5)
 
 
 def test_swiglu_uses_the_full_mlp_ratio_hidden_size_and_rmsnorm_formula():
@@ -124,3 +164,23 @@ def test_swiglu_uses_the_full_mlp_ratio_hidden_size_and_rmsnorm_formula():
 def test_encoder_has_no_biases():
     encoder = _encoder()
     assert not any(name.endswith("bias") for name, _ in encoder.named_parameters())
+
+
+@pytest.mark.parametrize("kind", ATTENTION_KINDS)
+def test_encoder_computes_only_the_last_positions_exactly(kind):
+    """n_outputs skips the last layer's other queries: same values and gradients as slicing the full output."""
+    encoder = _encoder()
+    valid = _left_padded_valid()
+    mask = build_attention_mask(kind, valid, N_DIGITS)
+    x = torch.randn(3, 12, 8)
+    results = []
+    for n_outputs in (None, N_DIGITS):
+        x_leaf = x.clone().requires_grad_()
+        out = encoder(x_leaf, mask, n_outputs)
+        out = out[:, -N_DIGITS:] if n_outputs is None else out
+        out.square().sum().backward()
+        results.append([out.detach(), x_leaf.grad] + [p.grad.clone() for p in encoder.parameters()])
+        encoder.zero_grad()
+    assert results[1][0].shape == (3, N_DIGITS, 8)
+    for last_only, full in zip(*results):
+        assert torch.allclose(last_only, full, atol=1e-5)

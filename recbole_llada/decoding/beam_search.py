@@ -67,14 +67,16 @@ def _gather_beams(tensor: torch.Tensor, parent: torch.Tensor) -> torch.Tensor:
 class _Beams:
     codes: torch.Tensor  # long [B, W, M], -1 = masked
     scores: torch.Tensor  # float32 [B, W]
-    log_probs: torch.Tensor  # float32 [B, W, M, K]: this step's model output for the beam
+    log_probs: torch.Tensor  # float32 [B, W, M, K]: this step's model output for the beam (adaptive
+    # order with an index: -inf at the codes forbidden at the step's start)
     plan: torch.Tensor  # long [B, W, n]: positions the beam commits in this step, in order
 
 
 def _expand_position(beams: _Beams, slot: int, num_beams: int,
                      index: SIDIndex | None) -> _Beams:
     """Commit each beam's plan[..., slot] position with every allowed code; keep the best
-    num_beams candidates per user."""
+    num_beams candidates per user. index=None: every code is allowed, or log_probs already hold
+    -inf at the codes the index forbids for these partial SIDs."""
     batch_size, width, n_digits = beams.codes.shape
     codebook_size = beams.log_probs.shape[-1]
     position = beams.plan[:, :, slot]
@@ -82,7 +84,8 @@ def _expand_position(beams: _Beams, slot: int, num_beams: int,
         2, position[:, :, None, None].expand(batch_size, width, 1, codebook_size)).squeeze(2)
     if index is not None:
         # Constraints depend on the codes committed so far, including earlier slots of this step.
-        allowed = index.allowed_codes(beams.codes.reshape(-1, n_digits), position.reshape(-1))
+        allowed = index.allowed_codes(beams.codes.reshape(-1, n_digits), position.reshape(-1),
+                                      validate=False)
         position_log_probs = position_log_probs.masked_fill(
             ~allowed.view(batch_size, width, codebook_size), float("-inf"))
     candidates = (beams.scores[:, :, None] + position_log_probs).view(batch_size, -1)
@@ -123,7 +126,7 @@ def _commit_priority(log_probs: torch.Tensor, codes: torch.Tensor, fixed_priorit
     batch_size, width, n_digits = codes.shape
     if fixed_priority is None:
         if index is not None:
-            allowed = index.allowed_codes_all_positions(codes.reshape(-1, n_digits))
+            allowed = index.allowed_codes_all_positions(codes.reshape(-1, n_digits), validate=False)
             log_probs = log_probs.masked_fill(~allowed.view(log_probs.shape), float("-inf"))
         # Clamp so that a masked position always ranks above a committed one (-inf).
         priority = log_probs.amax(dim=-1).clamp(min=torch.finfo(torch.float32).min)
@@ -170,6 +173,7 @@ def generate_topk(log_prob_fn: LogProbFn, batch_size: int, n_digits: int, codebo
         plan = _commit_priority(log_probs, codes, fixed_priority, index).topk(n_commit, dim=-1).indices
         beams = _Beams(codes=codes, scores=scores, log_probs=log_probs, plan=plan)
         for slot in range(n_commit):
+            # Each slot asks the index again: earlier slots of this step have committed more codes.
             beams = _expand_position(beams, slot, num_beams, index)
         codes, scores = beams.codes, beams.scores
 

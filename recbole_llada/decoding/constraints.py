@@ -80,19 +80,22 @@ class SIDIndex:
             raise ValueError(f"partial codes must be -1 (uncommitted) or in "
                              f"0..{self.codebook_size - 1}")
 
-    def allowed_codes(self, partial: torch.Tensor, position: torch.Tensor) -> torch.Tensor:
+    def allowed_codes(self, partial: torch.Tensor, position: torch.Tensor,
+                      validate: bool = True) -> torch.Tensor:
         """BoolTensor[N, K]: codes c such that writing c at `position` keeps the partial SID
         consistent with some item. partial: LongTensor[N, M] (-1 = uncommitted);
-        position: LongTensor[N]. A code already committed at `position` is ignored (replaced)."""
-        self._check_partial(partial)
-        if position.shape != partial.shape[:1]:
-            raise ValueError(f"position must have shape [{partial.shape[0]}], "
-                             f"got {tuple(position.shape)}")
-        if position.numel() and (position.min() < 0 or position.max() >= self.n_digits):
-            raise ValueError(f"position must be in 0..{self.n_digits - 1}")
-        rows = torch.arange(partial.shape[0], device=partial.device)
-        committed = partial >= 0
-        committed[rows, position] = False
+        position: LongTensor[N]. A code already committed at `position` is ignored (replaced).
+        validate=False skips the range checks, each a host sync on a GPU: for callers whose
+        inputs are valid by construction (the beam search)."""
+        if validate:
+            self._check_partial(partial)
+            if position.shape != partial.shape[:1]:
+                raise ValueError(f"position must have shape [{partial.shape[0]}], "
+                                 f"got {tuple(position.shape)}")
+            if position.numel() and (position.min() < 0 or position.max() >= self.n_digits):
+                raise ValueError(f"position must be in 0..{self.n_digits - 1}")
+        digits = torch.arange(self.n_digits, device=partial.device)
+        committed = (partial >= 0) & (digits != position[:, None])
         subset = (committed.long() * self._digit_bit).sum(1) + self._digit_bit[position]
         base_key = (partial.clamp(min=0) * self._place_value * committed).sum(1) \
             + subset * self._subset_stride
@@ -100,12 +103,14 @@ class SIDIndex:
         keys = base_key[:, None] + codes[None, :] * self._place_value[position][:, None]
         return _contains(self._subset_keys, keys)
 
-    def allowed_codes_all_positions(self, partial: torch.Tensor) -> torch.Tensor:
+    def allowed_codes_all_positions(self, partial: torch.Tensor, validate: bool = True) -> torch.Tensor:
         """BoolTensor[N, M, K]: allowed_codes at every position at once."""
-        self._check_partial(partial)
+        if validate:
+            self._check_partial(partial)
         n_rows = partial.shape[0]
         positions = torch.arange(self.n_digits, device=partial.device).repeat(n_rows)
-        allowed = self.allowed_codes(partial.repeat_interleave(self.n_digits, dim=0), positions)
+        allowed = self.allowed_codes(partial.repeat_interleave(self.n_digits, dim=0), positions,
+                                     validate=False)
         return allowed.view(n_rows, self.n_digits, self.codebook_size)
 
     def is_consistent(self, partial: torch.Tensor) -> torch.Tensor:

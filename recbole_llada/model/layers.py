@@ -12,18 +12,25 @@ from torch import nn
 ATTENTION_KINDS = ("bidirectional", "causal", "inter_item_causal", "intra_item_causal")
 
 
-def build_attention_mask(kind: str, valid: torch.Tensor, n_digits: int) -> torch.Tensor:
-    """Boolean mask [B, 1, N, N] for scaled_dot_product_attention; True = query i may attend key j.
+def build_attention_mask(kind: str, valid: torch.Tensor, n_digits: int,
+                         dense: bool = False) -> torch.Tensor:
+    """Boolean mask for scaled_dot_product_attention; True = query i may attend key j.
 
     valid: BoolTensor[B, N], False at padding; token j belongs to item j // n_digits.
     - bidirectional: every key.
     - causal: keys j <= i.
     - inter_item_causal: keys of the same or earlier items (bidirectional inside an item).
     - intra_item_causal: keys of other items, and keys j <= i of the own item.
-    Padding keys are never attended. A padding query attends only to itself: a row with no allowed
-    key makes the softmax 0/0 = NaN, and NaNs at padding would poison gradients (0 * NaN = NaN)
-    even though nothing reads those outputs; attending to itself keeps padding rows finite and,
-    since no valid query attends to padding, cannot leak into valid positions.
+    Padding keys are never attended by valid queries, so padding cannot leak into valid positions.
+
+    For `bidirectional` (unless `dense`) the mask is the key-padding mask [B, 1, 1, N]: it broadcasts
+    over queries, so SDPA reads N values per sequence instead of N^2 and may pick its
+    memory-efficient kernels. Its padding queries attend to the valid keys; their outputs are finite
+    and nothing reads them (losses and decoding read valid positions only). A sequence with no valid
+    token at all attends to every key, again to stay finite.
+    Every other kind (or `dense`) gives the dense mask [B, 1, N, N], in which a padding query
+    attends only to itself: a row with no allowed key makes the softmax 0/0 = NaN, and NaNs at
+    padding would poison gradients (0 * NaN = NaN) even though nothing reads those outputs.
     """
     if valid.dim() != 2 or valid.dtype != torch.bool:
         raise ValueError(f"valid must be a BoolTensor [B, N], got {valid.dtype} "
@@ -31,6 +38,8 @@ def build_attention_mask(kind: str, valid: torch.Tensor, n_digits: int) -> torch
     seq_len = valid.shape[1]
     if n_digits < 1 or seq_len % n_digits != 0:
         raise ValueError(f"sequence length {seq_len} is not a multiple of n_digits={n_digits}")
+    if kind == "bidirectional" and not dense:
+        return (valid | ~valid.any(dim=1, keepdim=True))[:, None, None, :]
     position = torch.arange(seq_len, device=valid.device)
     item = position // n_digits
     query_pos, key_pos = position[:, None], position[None, :]
@@ -121,11 +130,19 @@ class TransformerBlock(nn.Module):
         batch_size, seq_len, d_model = x.shape
         return x.view(batch_size, seq_len, self.n_heads, d_model // self.n_heads).transpose(1, 2)
 
-    def forward(self, x: torch.Tensor, attn_mask: torch.Tensor) -> torch.Tensor:
-        """x: [B, N, d_model]; attn_mask: BoolTensor[B, 1, N, N] from build_attention_mask."""
+    def forward(self, x: torch.Tensor, attn_mask: torch.Tensor,
+                n_queries: int | None = None) -> torch.Tensor:
+        """x: [B, N, d_model]; attn_mask: BoolTensor[B, 1, N, N] or [B, 1, 1, N] from build_attention_mask.
+
+        n_queries: compute only the last n_queries positions (all N keys still attended); returns
+        [B, n_queries, d_model]. None = every position.
+        """
         normed = self.attn_norm(x)
+        if n_queries is not None:
+            x = x[:, -n_queries:]
+            attn_mask = attn_mask[..., -n_queries:, :]  # a key-padding mask's single row stays
         attended = F.scaled_dot_product_attention(
-            self._split_heads(self.q_proj(normed)),
+            self._split_heads(self.q_proj(normed[:, -x.shape[1]:])),
             self._split_heads(self.k_proj(normed)),
             self._split_heads(self.v_proj(normed)),
             attn_mask=attn_mask,
@@ -151,8 +168,13 @@ class TransformerEncoder(nn.Module):
             block.reset_parameters(layer_id)
         nn.init.ones_(self.final_norm.weight)
 
-    def forward(self, x: torch.Tensor, attn_mask: torch.Tensor) -> torch.Tensor:
-        """x: [B, N, d_model] input embeddings; returns the normalised hidden states."""
-        for block in self.blocks:
+    def forward(self, x: torch.Tensor, attn_mask: torch.Tensor,
+                n_outputs: int | None = None) -> torch.Tensor:
+        """x: [B, N, d_model] input embeddings; returns the normalised hidden states [B, N, d_model].
+
+        n_outputs: return only the last n_outputs positions [B, n_outputs, d_model]; the last block
+        then computes only those queries (the same values, fewer FLOPs). None = every position.
+        """
+        for block in self.blocks[:-1]:
             x = block(x, attn_mask)
-        return self.final_norm(x)
+        return self.final_norm(self.blocks[-1](x, attn_mask, n_outputs))

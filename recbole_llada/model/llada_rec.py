@@ -67,6 +67,9 @@ def check_scoring(key: str, scoring: str, item_scorer: str) -> None:
 
 
 class LLaDARec(SequentialRecommender):
+    # True: the dense [B, 1, N, N] attention mask even where a key-padding mask is exact (benchmarks compare both).
+    dense_attention_mask = False
+
     def __init__(self, config, dataset):
         super().__init__(config, dataset)
         item_sid = torch.as_tensor(dataset.item_sid, dtype=torch.long)
@@ -117,6 +120,10 @@ class LLaDARec(SequentialRecommender):
             self.scorer_projection = nn.Linear(self.d_model, self.d_model)
             self.scorer_id_embedding = (nn.Embedding(self.n_items, self.d_model)
                                         if config["item_scorer_id_embedding"] else None)
+        if config["compile"]:
+            # In place: calls of the model (training and decoding) run the compiled forward; parameter names
+            # and checkpoints stay those of the plain module. dynamic=False: one graph per input shape.
+            self.compile(dynamic=False)
 
     def _init_parameters(self, init: str) -> None:
         """``official``: what the official code actually runs. It builds ``LLaDAModelLM(config)`` with
@@ -182,14 +189,16 @@ class LLaDARec(SequentialRecommender):
         tokens = self.item_sid[items] + self.head_offset
         return tokens.masked_fill((items == 0).unsqueeze(-1), PAD_TOKEN)
 
-    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
-        """Tokens [B, N] (N = (L+1)*M) -> hidden states [B, N, d] of the mask predictor."""
+    def forward(self, tokens: torch.Tensor, n_outputs: int | None = None) -> torch.Tensor:
+        """Tokens [B, N] (N = (L+1)*M) -> hidden states [B, N, d] of the mask predictor, or of its last n_outputs
+        positions only [B, n_outputs, d] (the last layer then skips the other queries)."""
         n_tokens = tokens.shape[1]
         positions = torch.arange(n_tokens, device=tokens.device)
         hidden = (self.token_embedding(tokens) + self.token_position_embedding(positions)
                   + self.item_position_embedding(positions // self.n_digits))
-        mask = build_attention_mask(self.attention, tokens != PAD_TOKEN, self.n_digits)
-        return self.encoder(self.embedding_dropout(hidden), mask)
+        mask = build_attention_mask(self.attention, tokens != PAD_TOKEN, self.n_digits,
+                                    dense=self.dense_attention_mask)
+        return self.encoder(self.embedding_dropout(hidden), mask, n_outputs)
 
     def logits(self, hidden: torch.Tensor) -> torch.Tensor:
         """Hidden states [..., d] -> vocabulary logits [..., V], divided by the temperature."""
@@ -269,7 +278,7 @@ class LLaDARec(SequentialRecommender):
         target = torch.where(partial >= 0, partial + self.head_offset, self.mask_token)
         tokens = torch.cat([history.unsqueeze(1).expand(-1, n_beams, -1), target], dim=2)
         with self._autocast():
-            hidden = self(tokens.reshape(batch_size * n_beams, -1))[:, -self.n_digits:]
+            hidden = self(tokens.reshape(batch_size * n_beams, -1), n_outputs=self.n_digits)
         return self.head_log_probs(hidden).view(batch_size, n_beams, self.n_digits, self.codebook_size)
 
     def head_log_probs(self, target_hidden: torch.Tensor) -> torch.Tensor:
@@ -285,7 +294,7 @@ class LLaDARec(SequentialRecommender):
         """History tokens [B, L*M] -> hidden states [B, M, d] of the fully masked target block (one forward)."""
         tokens = torch.cat([history, history.new_full((history.shape[0], self.n_digits), self.mask_token)], dim=1)
         with self._autocast():
-            return self(tokens)[:, -self.n_digits:]
+            return self(tokens, n_outputs=self.n_digits)
 
     @staticmethod
     def sid_log_likelihood(log_probs: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
