@@ -233,6 +233,10 @@ def official_arguments(config: Mapping[str, Any], category: str, n_digits: int, 
     valid_metric, valid_k = config["valid_metric"].lower().split("@")
     if valid_metric not in ("ndcg", "recall"):
         raise ValueError(f"the official evaluator has ndcg and recall, not {config['valid_metric']}")
+    # The official beam search returns exactly its beams, and its evaluator wants max(topk) of them.
+    if config["valid_num_beams"] < int(valid_k) or config["num_beams"] < max(config["topk"]):
+        raise ValueError(f"the official code needs valid_num_beams >= {valid_k} (valid_metric) and num_beams >= "
+                         f"{max(config['topk'])} (topk), got {config['valid_num_beams']} and {config['num_beams']}")
     decode_users = config["decode_batch_size"]
     return {
         "model": "LLaDARec", "dataset": "AmazonReviews2023", "category": category,

@@ -160,7 +160,7 @@ def test_checkpoint_sids_name_rows_by_item_token(tmp_path):
 def test_official_arguments_carry_our_config_and_refuse_what_it_cannot_run(tmp_path):
     from recbole_llada.quick_start import build_config
 
-    config = build_config("LLaDARec", "ml-100k")
+    config = build_config("LLaDARec", "ml-100k", overrides={"valid_num_beams": 10})
     arguments = side.official_arguments(config, "ml-100k", n_digits=2, epochs=3, seed=7, work_dir=tmp_path)
     assert (arguments["d_model"], arguments["n_layers"], arguments["n_heads"], arguments["lr"],
             arguments["his_mask_w"], arguments["temperature"], arguments["gen_steps"], arguments["num_beams"],
@@ -173,4 +173,7 @@ def test_official_arguments_carry_our_config_and_refuse_what_it_cannot_run(tmp_p
     assert all(arg.count("=") == 1 for arg in side.official_command_line(arguments))
     with pytest.raises(ValueError, match="attention"):
         side.official_arguments(build_config("LLaDARec", "ml-100k", overrides={"attention": "causal"}),
+                                "ml-100k", 2, 3, 7, tmp_path)
+    with pytest.raises(ValueError, match="valid_num_beams >= 10"):
+        side.official_arguments(build_config("LLaDARec", "ml-100k", overrides={"valid_num_beams": 5}),
                                 "ml-100k", 2, 3, 7, tmp_path)
