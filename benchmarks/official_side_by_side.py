@@ -51,10 +51,9 @@ if __package__ in (None, ""):  # run as a file: make the repository root importa
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.common import RESULTS_DIR
-from benchmarks.quality import METRICS, append_run, runs_path, write_summary
+from benchmarks.quality import METRICS, OFFICIAL_CODE_MODEL, append_run, runs_path, write_summary
 
 LABEL = "official code, same data and SIDs"
-MODEL_NAME = "LLaDA-Rec official code"
 OFFICIAL_COMMIT = "bd8bdc1"
 USER_PREFIX = "user_"
 ITEM_PREFIX = "item_"
@@ -316,7 +315,7 @@ def run_record(summary: Mapping[str, Any], dataset: str, seed: int, arguments: M
                 if k not in ("cache_dir", "base_result_dir", "tensorboard_log_dir", "run_time", "rand_seed")}
     info = provenance()
     return {
-        "label": LABEL, "model": MODEL_NAME, "dataset": dataset, "seed": seed,
+        "label": LABEL, "model": OFFICIAL_CODE_MODEL, "dataset": dataset, "seed": seed,
         **{metric: metrics.get(metric, "") for metric in METRICS},
         "best_valid_score": summary["best_val_score"], "epochs": summary["epochs_trained"],
         "stopped_by": "epoch cap" if summary["epochs_trained"] >= epochs else "early stopping",

@@ -16,6 +16,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks import official_side_by_side as side  # noqa: E402
+from benchmarks import quality  # noqa: E402
 from conftest import TINY_DATASET, tiny_config_dict  # noqa: E402
 from recbole_llada.sid.build import write_sid_table  # noqa: E402
 
@@ -177,3 +178,19 @@ def test_official_arguments_carry_our_config_and_refuse_what_it_cannot_run(tmp_p
     with pytest.raises(ValueError, match="valid_num_beams >= 10"):
         side.official_arguments(build_config("LLaDARec", "ml-100k", overrides={"valid_num_beams": 5}),
                                 "ml-100k", 2, 3, 7, tmp_path)
+
+
+def test_the_official_row_joins_the_summary_under_its_own_source(tmp_path):
+    summary = {"test_results": {"recall@1": 0.01, "recall@5": 0.02, "recall@10": 0.03, "ndcg@1": 0.01,
+                                "ndcg@5": 0.015, "ndcg@10": 0.02},
+               "best_val_score": 0.02, "epochs_trained": 2, "n_parameters": 100, "train_seconds": 5.0,
+               "test_seconds": 1.0, "checkpoint": "x.pth"}
+    record = side.run_record(summary, "tiny", 2024, {"lr": 0.003, "run_time": "seed2024"}, epochs=3)
+    quality.append_run(quality.runs_path(tmp_path, "tiny"), record)
+    rows = quality.read_runs(quality.runs_path(tmp_path, "tiny"))
+    assert [(r["label"], r["recall@10"], r["ndcg@10"], r["stopped_by"]) for r in rows] == [
+        (side.LABEL, "0.03", "0.02", "early stopping")]
+    assert json.loads(rows[0]["overrides"]) == {"lr": 0.003, "official_commit": side.OFFICIAL_COMMIT}
+    md_path, _ = quality.write_summary("tiny", tmp_path)
+    assert f"| {quality.OTHER_CODE_SOURCES[quality.OFFICIAL_CODE_MODEL]} | {side.LABEL} | 1 | 0.0100 |" \
+        in md_path.read_text()
