@@ -134,6 +134,13 @@ class OursSummary:
     test_seconds: float
     settings: list[str]  # the distinct settings (overrides and config files) of its runs
     extents: list[str]  # per seed, "<epochs> (<what ended training>)", "–" where not recorded
+    source: str = "ours"  # the table's source column: "ours", or the other code that made the runs
+
+
+# Runs made with other code on our data (benchmarks/official_side_by_side.py), by their model column: the table
+# names that code as their source instead of "ours".
+OFFICIAL_CODE_MODEL = "LLaDA-Rec official code"
+OTHER_CODE_SOURCES = {OFFICIAL_CODE_MODEL: "official code (TengShi-RUC/LLaDA-Rec bd8bdc1)"}
 
 
 def latest_per_seed(rows: Sequence[Mapping[str, str]]) -> list[Mapping[str, str]]:
@@ -175,6 +182,7 @@ def summarise(rows: Sequence[Mapping[str, str]]) -> list[OursSummary]:
             settings=sorted({_shared_settings(r) for r in group}),
             extents=[f"{r['epochs']} ({r['stopped_by']})" if r.get("epochs") else "–"
                      for r in sorted(group, key=lambda r: int(r["seed"]))],
+            source=OTHER_CODE_SOURCES.get(group[0]["model"], "ours"),
         ))
     return summaries
 
@@ -193,9 +201,9 @@ def summary_tables(dataset: str, summaries: Sequence[OursSummary]) -> tuple[str,
     md_rows: list[list[object]] = []
     csv_rows: list[list[object]] = []
     for s in summaries:
-        md_rows.append(["ours", s.label, f"{len(s.seeds)}", *(_mean_std(s, m) for m in METRICS),
+        md_rows.append([s.source, s.label, f"{len(s.seeds)}", *(_mean_std(s, m) for m in METRICS),
                         format_number(s.train_seconds), format_number(s.test_seconds)])
-        csv_rows.append(["ours", s.label, len(s.seeds), " ".join(map(str, s.seeds)),
+        csv_rows.append([s.source, s.label, len(s.seeds), " ".join(map(str, s.seeds)),
                          *(v for m in METRICS for v in (s.mean.get(m, ""), "" if s.std.get(m) is None
                                                         else s.std[m])),
                          s.train_seconds, s.test_seconds])
@@ -222,7 +230,7 @@ def write_summary(dataset: str, results_dir: Path) -> tuple[Path, Path]:
     md_table, header, csv_rows = summary_tables(dataset, summaries)
     md_path, csv_path = Path(results_dir) / f"{dataset}.md", Path(results_dir) / f"{dataset}.csv"
     write_csv(csv_path, header, csv_rows)
-    run_lines = [f"- ours, {s.label}: seeds {', '.join(map(str, s.seeds))}; "
+    run_lines = [f"- {s.source}, {s.label}: seeds {', '.join(map(str, s.seeds))}; "
                  + (f"epochs {', '.join(s.extents)}; " if set(s.extents) != {"–"} else "") + "settings "
                  + "; ".join(f"`{o}`" for o in s.settings) for s in summaries]
     machines = sorted({(r["commit"], r["hardware"]) for r in rows})
