@@ -28,4 +28,4 @@ test: $(STAMP)
 	$(PY) -m pytest -q tests
 
 clean:
-	rm -rf $(VENV) saved log log_tensorboard results
+	rm -rf $(VENV) saved log log_tensorboard  # results/ (comparison tables, tuning reports) stays

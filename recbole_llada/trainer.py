@@ -10,6 +10,10 @@ is inherited unchanged):
 - ``train_time_budget`` (seconds, optional) ends training at the first epoch boundary past the budget (at
   least one epoch always trains), as early stopping would: the best checkpoint so far is kept and tested. For
   benchmarks with a wall-clock limit.
+- The log line and TensorBoard of each epoch show both loss parts (``item loss`` and ``history loss``, the
+  unweighted L_item and L_his summed over the epoch's batches) next to the total.
+- Checkpoints carry the learning-rate schedule and the random state, so ``--resume`` continues exactly
+  (``recbole_llada.resume``).
 """
 
 from __future__ import annotations
@@ -19,10 +23,11 @@ import math
 import time
 
 import torch
-from recbole.trainer import Trainer
 from recbole.utils import set_color
 from torch.nn.utils import clip_grad_norm_
 from tqdm import tqdm
+
+from recbole_llada.resume import ResumableTrainer
 
 
 def warmup_cosine(step: int, total_steps: int, warmup_steps: int) -> float:
@@ -33,7 +38,7 @@ def warmup_cosine(step: int, total_steps: int, warmup_steps: int) -> float:
     return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
 
 
-class LLaDARecTrainer(Trainer):
+class LLaDARecTrainer(ResumableTrainer):
     def __init__(self, config, model):
         super().__init__(config, model)
         self.warmup_ratio = config["warmup_ratio"]
@@ -42,6 +47,7 @@ class LLaDARecTrainer(Trainer):
         self.train_time_budget = config["train_time_budget"]
         self._first_epoch_start: float | None = None
         self.budget_stop_epoch: int | None = None  # epochs trained when the budget ended training
+        self.epoch_loss_parts: tuple[float, float] | None = None  # (L_item, L_his) summed over the last epoch
 
     @property
     def _budget_spent(self) -> bool:
@@ -77,6 +83,7 @@ class LLaDARecTrainer(Trainer):
         return exhausted
 
     def _train_epoch(self, train_data, epoch_idx, loss_func=None, show_progress=False):
+        self.epoch_loss_parts = None
         if self._first_epoch_start is None:
             self._first_epoch_start = time.perf_counter()
         elif self._budget_spent:
@@ -94,6 +101,7 @@ class LLaDARecTrainer(Trainer):
         batches = tqdm(train_data, total=len(train_data), ncols=100,
                        desc=set_color(f"Train {epoch_idx:>5}", "pink")) if show_progress else train_data
         total_loss = torch.zeros((), device=self.device)
+        loss_parts = torch.zeros(2, device=self.device)
         for interaction in batches:
             interaction = interaction.to(self.device)
             self.optimizer.zero_grad(set_to_none=True)
@@ -108,10 +116,39 @@ class LLaDARecTrainer(Trainer):
             self.optimizer.step()
             self.scheduler.step()
             total_loss += loss.detach()
+            loss_parts += torch.stack(self.model.last_losses)
         # One host sync per epoch instead of one per batch.
         total_loss = total_loss.item()
+        self.epoch_loss_parts = tuple(loss_parts.tolist())
         self._check_nan(torch.tensor(total_loss))
         return total_loss
+
+    def _generate_train_loss_output(self, epoch_idx, s_time, e_time, losses):
+        output = super()._generate_train_loss_output(epoch_idx, s_time, e_time, losses)
+        if self.epoch_loss_parts is None:
+            return output
+        item_loss, his_loss = self.epoch_loss_parts
+        return output[:-1] + f", item loss: {item_loss:.4f}, history loss: {his_loss:.4f}]"
+
+    def _add_train_loss_to_tensorboard(self, epoch_idx, losses, tag="Loss/Train"):
+        super()._add_train_loss_to_tensorboard(epoch_idx, losses, tag)
+        if self.epoch_loss_parts is not None:
+            self.tensorboard.add_scalar(f"{tag}/item", self.epoch_loss_parts[0], epoch_idx)
+            self.tensorboard.add_scalar(f"{tag}/history", self.epoch_loss_parts[1], epoch_idx)
+
+    def _training_state(self) -> dict:
+        state = super()._training_state()
+        state["scheduler"] = self.scheduler.state_dict() if self.scheduler is not None else None
+        return state
+
+    def _restore_training_state(self, state: dict, train_data) -> None:
+        super()._restore_training_state(state, train_data)
+        if state.get("scheduler") is not None:
+            self._ensure_scheduler(len(train_data))
+            self.scheduler.load_state_dict(state["scheduler"])
+            # Each batch steps the optimizer before the schedule: start from the schedule's current rate.
+            for group, learning_rate in zip(self.optimizer.param_groups, self.scheduler.get_last_lr()):
+                group["lr"] = learning_rate
 
     def _valid_epoch(self, valid_data, show_progress=False):
         if self._budget_spent:
