@@ -178,7 +178,13 @@ class Experiment:
 def prepare(config: Config) -> Experiment:
     """Dataset, split, model and trainer for ``config``, seeded as RecBole's ``run_recbole`` seeds them."""
     init_seed(config["seed"], config["reproducibility"])
-    dataset = create_dataset(config)
+    try:
+        dataset = create_dataset(config)
+    except ValueError as error:
+        if "feat is empty" not in str(error):
+            raise
+        raise UserInputError(f"No interactions of {config['dataset']} are left after RecBole's filters "
+                             "(user_inter_num_interval, item_inter_num_interval, val_interval): relax them.") from error
     getLogger().info(dataset)
     train_data, valid_data, test_data = data_preparation(config, dataset)
     for split, data in (("training", train_data), ("validation", valid_data), ("test", test_data)):
