@@ -252,7 +252,7 @@ def load_user_config_file(path: Path) -> dict[str, Any]:
 
 
 def check_semantic_id_config(config: Any) -> None:
-    """LLaDARec's semantic-ID keys (``SIDConfig`` reads and checks them) and the decoder steps they bound."""
+    """LLaDARec's semantic-ID keys (``SIDConfig`` reads and checks them)."""
     from recbole_llada.sid.build import SIDConfig
 
     try:
@@ -266,8 +266,12 @@ def check_semantic_id_config(config: Any) -> None:
             if not Path(path).is_file():
                 raise UserInputError(f"{key} {path!r} does not exist: item_embedding: file reads the item vectors "
                                      "from it. Fix the path, or use item_embedding: text or collaborative.")
-    if not 1 <= config["gen_steps"] <= sid.n_heads:
+
+
+def check_decoding_steps(config: Any) -> None:
+    """LLaDARec's ``gen_steps`` against the number of tokens per item it decodes."""
+    if not 1 <= config["gen_steps"] <= config["sid_n_heads"]:
         raise UserInputError(
-            f"gen_steps is {config['gen_steps']}, but it must lie between 1 and sid_n_heads ({sid.n_heads}): "
+            f"gen_steps is {config['gen_steps']}, but it must lie between 1 and sid_n_heads ({config['sid_n_heads']}): "
             "each denoising step commits at least one of the item's sid_n_heads tokens."
         )

@@ -220,6 +220,8 @@ def run(model: str, dataset: str, config_files: Sequence[str] = (),
     A run that fails deletes the checkpoint it wrote; an interrupted one keeps it and says how to resume.
     """
     config = build_config(model, dataset, config_files, overrides)
+    if model == "LLaDARec":
+        config_check.check_decoding_steps(config)
     ensure_dataset_files(config)
     init_logger(config)
     getLogger().info(config)
