@@ -186,6 +186,8 @@ def prepare(config: Config) -> Experiment:
         raise UserInputError(f"No interactions of {config['dataset']} are left after RecBole's filters "
                              "(user_inter_num_interval, item_inter_num_interval, val_interval): relax them.") from error
     getLogger().info(dataset)
+    if config["model"] == "LLaDARec":
+        warn_if_oversized(config, n_items=dataset.item_num - 1)
     train_data, valid_data, test_data = data_preparation(config, dataset)
     for split, data in (("training", train_data), ("validation", valid_data), ("test", test_data)):
         if len(data.dataset) == 0:
@@ -200,6 +202,20 @@ def prepare(config: Config) -> Experiment:
     getLogger().info(model)
     trainer = resumable(get_trainer(config["MODEL_TYPE"], config["model"]))(config, model)
     return Experiment(train_data, valid_data, test_data, model, trainer)
+
+
+def warn_if_oversized(config: Config, n_items: int) -> None:
+    """A dataset without a LLaDARec config of its own gets the paper's size, meant for tens of thousands of items:
+    say so when the data has fewer items than one codebook has codes."""
+    if n_items >= config["sid_codebook_size"]:
+        return
+    small = resources.properties_dir() / "model_dataset" / "LLaDARec-ml-100k.yaml"
+    getLogger().warning(
+        f"{config['dataset']} has {n_items} items, fewer than the {config['sid_codebook_size']} codes per head of "
+        f"LLaDARec's default, paper-sized configuration (hidden_size {config['hidden_size']}, {config['n_layers']} "
+        f"layers; meant for tens of thousands of items). It trains, but a smaller model fits such data better and "
+        f"trains faster: start from the ml-100k demo's, --config_files={small}"
+    )
 
 
 def training_extent(trainer: Any) -> tuple[int, str]:

@@ -171,6 +171,15 @@ def test_items_without_any_text_are_refused_before_the_tokenizer_trains(item_val
     assert not (tmp_path / "sid_cache").exists()
 
 
+def test_a_paper_sized_llada_on_a_toy_dataset_says_how_to_shrink_it(tiny_data_path, caplog):
+    config = quick_start.build_config("LLaDARec", TINY_DATASET, overrides={"data_path": str(tiny_data_path)})
+    quick_start.warn_if_oversized(config, n_items=40)
+    assert "40 items, fewer than the 256 codes" in caplog.text and "LLaDARec-ml-100k.yaml" in caplog.text
+    caplog.clear()
+    quick_start.warn_if_oversized(config, n_items=1682)
+    assert caplog.text == ""
+
+
 def test_progress_is_shown_by_default():
     config = quick_start.build_config("LLaDARec", "ml-100k")
     assert config["show_progress"] is True
