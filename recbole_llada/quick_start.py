@@ -211,10 +211,11 @@ def warn_if_oversized(config: Config, n_items: int) -> None:
         return
     small = resources.properties_dir() / "model_dataset" / "LLaDARec-ml-100k.yaml"
     getLogger().warning(
-        f"{config['dataset']} has {n_items} items, fewer than the {config['sid_codebook_size']} codes per head of "
-        f"LLaDARec's default, paper-sized configuration (hidden_size {config['hidden_size']}, {config['n_layers']} "
-        f"layers; meant for tens of thousands of items). It trains, but a smaller model fits such data better and "
-        f"trains faster: start from the ml-100k demo's, --config_files={small}"
+        f"{config['dataset']} has {n_items} items, fewer than the {config['sid_codebook_size']} codes per head "
+        f"(sid_codebook_size) of this LLaDARec configuration (hidden_size {config['hidden_size']}, "
+        f"{config['n_layers']} layers; the defaults are the paper's size, for tens of thousands of items). It trains, "
+        f"but a smaller model fits such data better and faster: lower sid_codebook_size, hidden_size and n_layers, "
+        f"e.g. starting from the ml-100k demo's configuration, --config_files={small}"
     )
 
 
