@@ -11,6 +11,7 @@ training run hits the cache). Writes ``item_id<TAB>c1 c2 ... cM`` to ``--output`
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 from typing import Sequence
@@ -24,6 +25,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--config_files", default="", help="extra YAML files, space separated")
     parser.add_argument("--output", default=None, help="where to write the SID table")
     parser.add_argument("--report", default=None, help="also write the report, with provenance, to this .md file")
+    parser.add_argument("--debug", action="store_true", default=bool(os.environ.get("RECBOLE_LLADA_DEBUG")),
+                        help="show the traceback of a user error (also: RECBOLE_LLADA_DEBUG=1)")
     args, rest = parser.parse_known_args(argv)
     try:
         import recbole_llada  # noqa: F401
@@ -41,6 +44,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         dataset = create_dataset(config)
         dataset.build()
     except UserInputError as error:
+        if args.debug:
+            raise
         print(f"error: {error}", file=sys.stderr)
         return 2
     output = Path(args.output or Path(config["checkpoint_dir"]) / "sid" / f"{args.dataset}.sid.tsv")
