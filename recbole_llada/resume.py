@@ -11,6 +11,7 @@ resumed with ``--resume`` reproduces the uninterrupted run's epochs exactly (on 
 
 from __future__ import annotations
 
+import os
 import pickle
 import random
 import zipfile
@@ -72,7 +73,7 @@ class ResumableTrainer(Trainer):
             train_data.generator.set_state(state["train_loader_rng"])
 
     def _save_checkpoint(self, epoch, verbose=True, **kwargs):
-        """RecBole's checkpoint (same keys, same file) plus the training state."""
+        """RecBole's checkpoint (same keys, same file) plus the training state, replaced atomically."""
         if not self.config["single_spec"] and self.config["local_rank"] != 0:
             return
         saved_model_file = kwargs.pop("saved_model_file", self.saved_model_file)
@@ -86,7 +87,10 @@ class ResumableTrainer(Trainer):
             "optimizer": self.optimizer.state_dict(),
             _RESUME_STATE: self._training_state(),
         }
-        torch.save(state, saved_model_file, pickle_protocol=4)
+        # Written whole or not at all: a run killed while saving keeps its previous checkpoint to resume from.
+        partial = f"{saved_model_file}.partial"
+        torch.save(state, partial, pickle_protocol=4)
+        os.replace(partial, saved_model_file)
         if verbose:
             self.logger.info(set_color("Saving current", "blue") + f": {saved_model_file}")
 

@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 import math
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import pytest
 from recbole.trainer import Trainer
@@ -16,6 +21,7 @@ from recbole_llada.trainer import LLaDARecTrainer
 from conftest import TINY_DATASET, tiny_config_dict
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
+REPO = Path(__file__).resolve().parents[1]
 
 
 def llada_overrides(data_path, tmp_path, **extra) -> dict:
@@ -134,3 +140,25 @@ def test_both_loss_parts_reach_the_log_and_tensorboard(tiny_data_path, tmp_path)
     assert math.isclose(0.5 * item_loss + 2.0 * his_loss, scalars[("Loss/Train", 0)], rel_tol=1e-5)
     line = trainer._generate_train_loss_output(0, 0.0, 1.0, trainer.train_loss_dict[0])
     assert f"item loss: {item_loss:.4f}" in line and f"history loss: {his_loss:.4f}" in line
+
+
+def test_a_killed_run_resumes_to_the_metrics_of_an_uninterrupted_one(tiny_data_path, tmp_path):
+    """kill -9 as soon as the first checkpoint exists (or, on a fast machine, after the run ended: then resuming
+    only tests the checkpoint), resume, and compare with the same run uninterrupted."""
+    overrides = llada_overrides(tiny_data_path, tmp_path, epochs=4, checkpoint_dir=str(tmp_path / "killed"))
+    args = [f"--{key}={value}" for key, value in overrides.items() if key != "load_col"]
+    command = [sys.executable, str(REPO / "run_recbole_llada.py"), "--model=LLaDARec", f"--dataset={TINY_DATASET}",
+               *args]
+    process = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    while process.poll() is None and not list((tmp_path / "killed").glob("*.pth")):
+        time.sleep(0.05)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    (checkpoint,) = (tmp_path / "killed").glob("*.pth")
+
+    resumed = quick_start.run("LLaDARec", TINY_DATASET, overrides=overrides, resume=str(checkpoint))
+    whole = quick_start.run("LLaDARec", TINY_DATASET,
+                            overrides={**overrides, "checkpoint_dir": str(tmp_path / "whole")})
+    assert resumed.test_result == whole.test_result
+    assert resumed.best_valid_result == whole.best_valid_result
+    assert resumed.epochs_trained == whole.epochs_trained
