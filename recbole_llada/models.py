@@ -31,26 +31,30 @@ def _class_name(family: str, module: str) -> str | None:
     return next((name for name in vars(module_object) if name.lower() == module), None)
 
 
+def _lower_names() -> dict[str, str | None]:
+    """Every model name, lower-cased -> its RecBole family (None: a plugin model)."""
+    names: dict[str, str | None] = {module: family for family, modules in recbole_model_modules().items()
+                                    for module in modules}
+    names.update({name.lower(): None for name in PLUGIN_MODELS})
+    return names
+
+
+def _proper_name(lower: str, family: str | None) -> str | None:
+    if family is None:
+        return next(name for name in PLUGIN_MODELS if name.lower() == lower)
+    return _class_name(family, lower)
+
+
 def check_model_name(model: str) -> None:
+    """Raise a ``UserInputError`` unless ``model`` is the exact class name of a RecBole or plugin model; suggest the
+    right spelling (RecBole finds model files by the lower-cased name, then fails on the class name)."""
     if model in PLUGIN_MODELS:
         return
-    lower = model.lower()
-    suggestion = next((name for name in PLUGIN_MODELS if name.lower() == lower), None)
-    for family, modules in recbole_model_modules().items():
-        if lower in modules:
-            class_name = _class_name(family, lower)
-            if class_name == model:
-                return
-            suggestion = suggestion or class_name
-    if suggestion is None:
-        every_module = [m for modules in recbole_model_modules().values() for m in modules]
-        close = difflib.get_close_matches(lower, [*every_module, *(p.lower() for p in PLUGIN_MODELS)], n=1)
-        if close:
-            plugin = next((name for name in PLUGIN_MODELS if name.lower() == close[0]), None)
-            family = next(f for f, modules in recbole_model_modules().items() if close[0] in modules) \
-                if plugin is None else None
-            suggestion = plugin or _class_name(family, close[0])
-    hint = f" Did you mean {suggestion!r}?" if suggestion else ""
+    names, lower = _lower_names(), model.lower()
+    if names.get(lower) is not None and _class_name(names[lower], lower) == model:
+        return
+    closest = [lower] if lower in names else difflib.get_close_matches(lower, list(names), n=1)
+    hint = f" Did you mean {_proper_name(closest[0], names[closest[0]])!r}?" if closest else ""
     sequential = ", ".join(filter(None, (_class_name("sequential_recommender", module)
                                          for module in recbole_model_modules()["sequential_recommender"])))
     raise UserInputError(
