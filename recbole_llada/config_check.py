@@ -142,37 +142,39 @@ def _default_files(model: str) -> list[Path]:
 
 @lru_cache(maxsize=None)
 def default_types(model: str) -> dict[str, type]:
-    """Key -> int, float or bool, from the non-null defaults of ``model``'s YAML files (int and float: float)."""
+    """Key -> int, float or bool, from the non-null defaults of ``model``'s YAML files (int in one, float in another:
+    float; other disagreements: no type)."""
     types: dict[str, type] = {}
+    ambiguous: set[str] = set()
     for path in _default_files(model):
         if not path.is_file():
             continue
         for key, value in _yaml_keys(path).items():
-            kind = type(value) if isinstance(value, (bool, int, float)) else None
-            if kind is None:
+            if not isinstance(value, (bool, int, float)):
                 continue
-            previous = types.get(key)
+            previous, kind = types.get(key), type(value)
             if previous is None or previous is kind:
                 types[key] = kind
             elif {previous, kind} == {int, float}:
                 types[key] = float
-    return types
+            else:
+                ambiguous.add(key)
+    return {key: kind for key, kind in types.items() if key not in ambiguous}
 
 
-def check_unknown_keys(keys_by_source: Mapping[str, Iterable[str]]) -> None:
+def check_unknown_keys(keys: Iterable[str], source: str) -> None:
     """Raise for the first key that neither RecBole nor recbole-llada reads, with the closest known keys."""
     known = known_keys()
-    for source, keys in keys_by_source.items():
-        for key in keys:
-            if key in known:
-                continue
-            close = difflib.get_close_matches(key, known, n=3, cutoff=0.6)
-            hint = f" Did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
-            raise UserInputError(
-                f"Unknown config key {key!r} (set in {source}).{hint} RecBole and recbole-llada ignore keys they "
-                "do not know, so a misspelt key would silently leave the default in place; the known keys are "
-                "those of RecBole's documentation and of this plugin's properties/ YAML files."
-            )
+    for key in keys:
+        if key in known:
+            continue
+        close = difflib.get_close_matches(key, known, n=3, cutoff=0.6)
+        hint = f" Did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
+        raise UserInputError(
+            f"Unknown config key {key!r} (set in {source}).{hint} RecBole and recbole-llada ignore keys they "
+            "do not know, so a misspelt key would silently leave the default in place; the known keys are "
+            "those of RecBole's property files and of this plugin's properties/ YAML files."
+        )
 
 
 def _describe(rule: Rule, kind: type) -> str:

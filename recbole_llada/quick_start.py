@@ -87,10 +87,10 @@ def build_config(model: str, dataset: str, config_files: Sequence[str] = (),
         if not Path(user_file).is_file():
             raise UserInputError(f"Config file {user_file!r} does not exist.")
         values = config_check.load_user_config_file(Path(user_file))
-        config_check.check_unknown_keys({f"config file {user_file}": values})
+        config_check.check_unknown_keys(values, source=f"config file {user_file}")
         user_values.update(values)
         sources.update({key: f"config file {user_file}" for key in values if key not in overrides})
-    config_check.check_unknown_keys({config_check.COMMAND_LINE: overrides})
+    config_check.check_unknown_keys(overrides, source=config_check.COMMAND_LINE)
     try:
         config = PluginConfig(
             model=model,
