@@ -1,7 +1,7 @@
 """LLaDARecTrainer: RecBole's Trainer with the paper's optimisation recipe and cheaper validation.
 
-Differences from RecBole's ``Trainer`` (everything else — early stopping, checkpoints, evaluation, logging —
-is inherited unchanged):
+Differences from RecBole's ``Trainer`` (everything else — early stopping, evaluation, the checkpoint file — is
+inherited unchanged):
 - AdamW with a cosine learning-rate schedule and linear warm-up (``warmup_ratio`` of all steps), stepped per
   batch, and gradient clipping (``clip_grad_norm``), as the official code trains.
 - bf16 autocast on CUDA (no loss scaling needed, unlike RecBole's fp16 ``enable_amp`` path).
