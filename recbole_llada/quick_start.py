@@ -27,7 +27,7 @@ from recbole.data import create_dataset, data_preparation
 from recbole.utils import get_model, get_trainer, init_logger, init_seed, set_color
 
 from recbole_llada import config_check, resources
-from recbole_llada.data.checks import check_interaction_file
+from recbole_llada.data.checks import check_interaction_file, load_time_field
 from recbole_llada.errors import UserInputError
 from recbole_llada.models import check_model_name
 from recbole_llada.registry import PLUGIN_MODELS
@@ -178,6 +178,7 @@ class Experiment:
 def prepare(config: Config) -> Experiment:
     """Dataset, split, model and trainer for ``config``, seeded as RecBole's ``run_recbole`` seeds them."""
     init_seed(config["seed"], config["reproducibility"])
+    load_time_field(config)
     try:
         dataset = create_dataset(config)
     except ValueError as error:

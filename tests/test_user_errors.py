@@ -155,8 +155,9 @@ def test_the_timestamp_is_loaded_when_the_file_has_one(tiny_data_path, tmp_path)
     del overrides["load_col"]  # RecBole's default loads user and item only
     config = quick_start.build_config("SASRec", TINY_DATASET, overrides=overrides)
     assert "timestamp" not in config["load_col"]["inter"]
-    quick_start.ensure_dataset_files(config)
+    experiment = quick_start.prepare(config)
     assert config["load_col"]["inter"] == ["user_id", "item_id", "timestamp"]
+    assert "timestamp" in experiment.train_data.dataset.inter_feat.columns
 
 
 @pytest.mark.parametrize("item_values", ["", "12.5"])

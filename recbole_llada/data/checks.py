@@ -1,4 +1,4 @@
-"""Check a dataset's ``.inter`` file before RecBole loads it, and load its timestamps.
+"""Check a dataset's ``.inter`` file before RecBole loads it, and have RecBole load its timestamps.
 
 RecBole reads atomic files without checking them: an empty or header-only file, a header without ``name:type``
 cells, a row with a missing field or a missing ``item_id`` column all end in tracebacks from pandas or deep inside
@@ -24,6 +24,10 @@ FEATURE_TYPES = tuple(feature_type.value for feature_type in FeatureType)
 MIN_USER_INTERACTIONS = 3  # leave-one-out: at least one to train on, one to validate, one to test
 
 
+def _inter_file(config: Any) -> Path:
+    return Path(config["data_path"]) / f"{config['dataset']}.inter"
+
+
 def read_header(path: Path, separator: str, encoding: str) -> list[tuple[str, str]]:
     """``[(field name, type), ...]`` of an atomic file's header line."""
     with open(path, encoding=encoding) as handle:
@@ -46,8 +50,8 @@ def read_header(path: Path, separator: str, encoding: str) -> list[tuple[str, st
 
 def check_interaction_file(config: Any) -> None:
     """Raise a ``UserInputError`` for a ``.inter`` file RecBole would fail on, or one no user of which can be split
-    into train, validation and test; add the time field to ``load_col`` when the file has one."""
-    path = Path(config["data_path"]) / f"{config['dataset']}.inter"
+    into train, validation and test."""
+    path = _inter_file(config)
     separator, encoding = config["field_separator"], config["encoding"] or "utf-8"
     columns = read_header(path, separator, encoding)
     names = [name for name, _ in columns]
@@ -87,12 +91,15 @@ def check_interaction_file(config: Any) -> None:
             "interactions, and the leave-one-out protocol needs at least 3 per user (the last one for test, the "
             "one before for validation, the rest for training). Add longer histories."
         )
-    _load_time_field(config, path, names)
 
 
-def _load_time_field(config: Any, path: Path, names: list[str]) -> None:
+def load_time_field(config: Any) -> None:
     """The protocol orders each user's interactions by time, but RecBole loads only the ``load_col`` columns
-    (its default: user and item): add the time field when the file has one."""
+    (its default: user and item): add the time field to ``load_col`` when the ``.inter`` file has one."""
+    path = _inter_file(config)
+    if not path.is_file():  # split files only (RecBole's benchmark_filename): RecBole reads them as configured
+        return
+    names = [name for name, _ in read_header(path, config["field_separator"], config["encoding"] or "utf-8")]
     time_field, load_col = config["TIME_FIELD"], config["load_col"]
     if time_field not in names:
         if config["eval_args"]["order"] == "TO":
