@@ -10,11 +10,10 @@ A user mistake (unknown key or model, bad value, malformed data) ends in one par
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from typing import Sequence
 
-from recbole_llada.errors import UserInputError
+from recbole_llada.errors import UserInputError, debug_from_environment
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -33,7 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--resume", metavar="CHECKPOINT", default=None,
                         help="continue an interrupted run from its checkpoint (saved/<Model>-<time>.pth), with the "
                         "same model, dataset and config")
-    parser.add_argument("--debug", action="store_true", default=bool(os.environ.get("RECBOLE_LLADA_DEBUG")),
+    parser.add_argument("--debug", action="store_true", default=debug_from_environment(),
                         help="show the traceback of a user error (also: RECBOLE_LLADA_DEBUG=1)")
     tuning = parser.add_argument_group("hyperparameter search (Ray Tune); the --key=value overrides stay fixed")
     tuning.add_argument("--tune", metavar="SPACE", help="search-space YAML, or the name of a shipped space "

@@ -11,12 +11,11 @@ training run hits the cache). Writes ``item_id<TAB>c1 c2 ... cM`` to ``--output`
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 from typing import Sequence
 
-from recbole_llada.errors import UserInputError
+from recbole_llada.errors import UserInputError, debug_from_environment
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -25,7 +24,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--config_files", default="", help="extra YAML files, space separated")
     parser.add_argument("--output", default=None, help="where to write the SID table")
     parser.add_argument("--report", default=None, help="also write the report, with provenance, to this .md file")
-    parser.add_argument("--debug", action="store_true", default=bool(os.environ.get("RECBOLE_LLADA_DEBUG")),
+    parser.add_argument("--debug", action="store_true", default=debug_from_environment(),
                         help="show the traceback of a user error (also: RECBOLE_LLADA_DEBUG=1)")
     args, rest = parser.parse_known_args(argv)
     try:

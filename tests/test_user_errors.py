@@ -71,6 +71,8 @@ def test_debug_shows_the_traceback(tiny_data_path, monkeypatch):
     monkeypatch.setenv("RECBOLE_LLADA_DEBUG", "1")
     with pytest.raises(UserInputError, match="learning_rat"):
         main(["--model=SASRec", *on_tiny(tiny_data_path, "--learning_rat=0.5")])
+    monkeypatch.setenv("RECBOLE_LLADA_DEBUG", "0")
+    assert main(["--model=SASRec", *on_tiny(tiny_data_path, "--learning_rat=0.5")]) == 2
 
 
 @pytest.mark.parametrize("name, suggestion", [("sasrec", "SASRec"), ("SASRecc", "SASRec"),
