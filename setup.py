@@ -28,7 +28,7 @@ setup(
     description="LLaDA-Rec (discrete diffusion for parallel semantic-ID generation) as a RecBole plugin",
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
-    python_requires=">=3.10",
+    python_requires=">=3.11",
     packages=find_packages(include=["recbole_llada", "recbole_llada.*"])
     + ["recbole_llada._properties", "recbole_llada._dataset_configs"],
     package_dir={

@@ -273,7 +273,7 @@ def run_quality(models: Sequence[str], dataset: str, seeds: Sequence[int], overr
     summary = write_summary(dataset, results_dir)
     for model in models:
         for seed in seeds:
-            seeded = {**overrides, "seed": seed}
+            seeded = {"show_progress": False, **overrides, "seed": seed}  # progress bars only clutter the logs
             if nproc > 1:
                 result = run_distributed(model, dataset, config_files, seeded, nproc=nproc)
             else:

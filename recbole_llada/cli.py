@@ -3,6 +3,8 @@
 With ``--tune=SPACE`` it runs a Ray Tune hyperparameter search for one model instead (``recbole_llada.tune``).
 
 Known flags are ours; every other ``--key=value`` is a RecBole config override, parsed with RecBole's rules.
+A user mistake (unknown key or model, bad value, malformed data) ends in one paragraph on stderr and exit code 2;
+``--debug`` (or the environment variable ``RECBOLE_LLADA_DEBUG=1``) shows the traceback instead.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ import argparse
 import sys
 from typing import Sequence
 
-from recbole_llada.errors import UserInputError
+from recbole_llada.errors import UserInputError, debug_from_environment
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -27,6 +29,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--results_dir", default="results", help="where comparison tables are written")
     parser.add_argument("--nproc", type=int, default=1,
                         help="GPUs of this machine to train on with RecBole's DistributedDataParallel path (NCCL)")
+    parser.add_argument("--resume", metavar="CHECKPOINT", default=None,
+                        help="continue an interrupted run from its checkpoint (saved/<Model>-<time>.pth), with the "
+                        "same model, dataset and config")
+    parser.add_argument("--debug", action="store_true", default=debug_from_environment(),
+                        help="show the traceback of a user error (also: RECBOLE_LLADA_DEBUG=1)")
     tuning = parser.add_argument_group("hyperparameter search (Ray Tune); the --key=value overrides stay fixed")
     tuning.add_argument("--tune", metavar="SPACE", help="search-space YAML, or the name of a shipped space "
                         "(--tune=LLaDARec reads properties/tune/LLaDARec.yaml)")
@@ -88,6 +95,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         overrides = quick_start.parse_overrides(rest)
         models = split_models(args.models)
         config_files = args.config_files.split()
+        if args.resume and (args.tune or args.nproc > 1 or len(models) != 1):
+            raise UserInputError("--resume continues one run of one model on one process; pass a single --model "
+                                 "and leave out --tune and --nproc.")
         if args.tune:
             return run_search(args, models, config_files, overrides)
         if args.nproc > 1:
@@ -96,11 +106,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             result = quick_start.run_distributed(models[0], args.dataset, config_files, overrides, args.nproc)
             print(f"\n{models[0]} on {args.dataset} ({args.nproc} GPUs), test: {format_metrics(result.test_result)}")
         elif len(models) == 1:
-            result = quick_start.run(models[0], args.dataset, config_files, overrides)
+            result = quick_start.run(models[0], args.dataset, config_files, overrides, resume=args.resume)
             print(f"\n{models[0]} on {args.dataset}, test: {format_metrics(result.test_result)}")
         else:
             quick_start.compare(models, args.dataset, config_files, overrides, results_dir=args.results_dir)
     except UserInputError as error:
+        if args.debug:
+            raise
         print(f"error: {error}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
     return 0

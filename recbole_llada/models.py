@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import pkgutil
 from functools import lru_cache
 
@@ -22,16 +23,42 @@ def recbole_model_modules() -> dict[str, list[str]]:
     return families
 
 
+def _class_name(family: str, module: str) -> str | None:
+    """The model class RecBole's ``get_model`` finds in a model file (named after its lower-cased class name)."""
+    import importlib
+
+    module_object = importlib.import_module(f"recbole.model.{family}.{module}")
+    return next((name for name in vars(module_object) if name.lower() == module), None)
+
+
+def _lower_names() -> dict[str, str | None]:
+    """Every model name, lower-cased -> its RecBole family (None: a plugin model)."""
+    names: dict[str, str | None] = {module: family for family, modules in recbole_model_modules().items()
+                                    for module in modules}
+    names.update({name.lower(): None for name in PLUGIN_MODELS})
+    return names
+
+
+def _proper_name(lower: str, family: str | None) -> str | None:
+    if family is None:
+        return next(name for name in PLUGIN_MODELS if name.lower() == lower)
+    return _class_name(family, lower)
+
+
 def check_model_name(model: str) -> None:
+    """Raise a ``UserInputError`` unless ``model`` is the exact class name of a RecBole or plugin model; suggest the
+    right spelling (RecBole finds model files by the lower-cased name, then fails on the class name)."""
     if model in PLUGIN_MODELS:
         return
-    lower = model.lower()
-    for modules in recbole_model_modules().values():
-        if lower in modules:
-            return
-    sequential = ", ".join(recbole_model_modules()["sequential_recommender"])
+    names, lower = _lower_names(), model.lower()
+    if names.get(lower) is not None and _class_name(names[lower], lower) == model:
+        return
+    closest = [lower] if lower in names else difflib.get_close_matches(lower, list(names), n=1)
+    hint = f" Did you mean {_proper_name(closest[0], names[closest[0]])!r}?" if closest else ""
+    sequential = ", ".join(filter(None, (_class_name("sequential_recommender", module)
+                                         for module in recbole_model_modules()["sequential_recommender"])))
     raise UserInputError(
-        f"Unknown model {model!r}. Plugin models: {', '.join(PLUGIN_MODELS)}. RecBole's sequential models "
-        f"(file names; use the class name, e.g. SASRec, GRU4Rec, BERT4Rec): {sequential}. General, context-aware "
-        "and knowledge-aware RecBole models work too (see RecBole's model list). Names are case-sensitive."
+        f"Unknown model {model!r}.{hint} Model names are case-sensitive. Plugin models: {', '.join(PLUGIN_MODELS)}. "
+        f"RecBole's sequential models: {sequential}. General, context-aware and knowledge-aware RecBole models "
+        "work too (see RecBole's model list)."
     )

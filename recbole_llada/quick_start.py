@@ -26,11 +26,14 @@ from recbole.config import Config
 from recbole.data import create_dataset, data_preparation
 from recbole.utils import get_model, get_trainer, init_logger, init_seed, set_color
 
-from recbole_llada import resources
+from recbole_llada import config_check, resources
+from recbole_llada.data.checks import check_interaction_file, load_time_field
 from recbole_llada.errors import UserInputError
 from recbole_llada.models import check_model_name
 from recbole_llada.registry import PLUGIN_MODELS
 from recbole_llada.results import ComparisonRow, write_comparison
+from recbole_llada.resume import resumable
+from recbole_llada.resume import resume as resume_from
 
 
 class PluginConfig(Config):
@@ -74,34 +77,60 @@ def config_files_for(model: str, dataset: str, user_files: Sequence[str] = ()) -
 
 def build_config(model: str, dataset: str, config_files: Sequence[str] = (),
                  overrides: Mapping[str, Any] | None = None) -> Config:
+    """The run's config, checked before any data is loaded (``config_check``): every mistake in the model name,
+    the user's YAML files or the overrides ends in a ``UserInputError``."""
     check_model_name(model)
-    return PluginConfig(
-        model=model,
-        dataset=dataset,
-        config_file_list=config_files_for(model, dataset, config_files),
-        config_dict=dict(overrides or {}),
-    )
+    overrides = dict(overrides or {})
+    sources = {key: config_check.COMMAND_LINE for key in overrides}
+    user_values: dict[str, Any] = {}
+    for user_file in config_files:
+        if not Path(user_file).is_file():
+            raise UserInputError(f"Config file {user_file!r} does not exist.")
+        values = config_check.load_user_config_file(Path(user_file))
+        config_check.check_unknown_keys(values, source=f"config file {user_file}")
+        user_values.update(values)
+        sources.update({key: f"config file {user_file}" for key in values if key not in overrides})
+    config_check.check_unknown_keys(overrides, source=config_check.COMMAND_LINE)
+    try:
+        config = PluginConfig(
+            model=model,
+            dataset=dataset,
+            config_file_list=config_files_for(model, dataset, config_files),
+            config_dict=overrides,
+        )
+    except (ValueError, TypeError, NotImplementedError, RuntimeError) as error:
+        raise UserInputError(f"RecBole rejected the configuration: {error}") from error
+    config_check.check_values(model, {key: config[key] for key in sources}, sources)
+    if model == "LLaDARec":
+        config_check.check_semantic_id_config(config)
+    user_data_path = overrides.get("data_path", user_values.get("data_path"))
+    if dataset == "ml-100k" and user_data_path is not None:
+        # RecBole always reads ml-100k from its bundled copy; a data_path the user gave must win.
+        config["data_path"] = os.path.join(user_data_path, dataset)
+    return config
 
 
 def ensure_dataset_files(config: Config) -> None:
-    """Stop with a helpful paragraph, or prepare Amazon 2023 data, when the atomic files are missing."""
+    """Stop with a helpful paragraph, or prepare Amazon 2023 data, when the atomic files are missing; check the
+    ``.inter`` file before RecBole reads it (``data.checks``)."""
     dataset = config["dataset"]
     inter_file = Path(config["data_path"]) / f"{dataset}.inter"
-    if inter_file.is_file():
-        return
-    if config["amazon2023_category"]:
+    if not inter_file.is_file():
+        if not config["amazon2023_category"]:
+            known = ", ".join(resources.available_dataset_configs())
+            bundled = (" ml-100k ships with RecBole: leave out --data_path to use that copy."
+                       if dataset == "ml-100k" else " ml-100k ships with RecBole.")
+            raise UserInputError(
+                f"Dataset {dataset!r} not found: RecBole expects the atomic files in {Path(config['data_path'])}/ "
+                f"(e.g. {inter_file.name}). Configured datasets: {known}.{bundled} Amazon 2023 datasets "
+                "(Scientific, Instrument, Game) are prepared automatically from the official files "
+                "(python -m recbole_llada.data.amazon2023 --help); for Beauty see the README's Data section. "
+                "Point RecBole at another folder with --data_path=DIR (it holds DIR/<dataset>/<dataset>.inter)."
+            )
         from recbole_llada.data.amazon2023 import ensure_prepared
 
         ensure_prepared(dataset, Path(config["data_path"]).parent, download=True)
-        return
-    known = ", ".join(resources.available_dataset_configs())
-    raise UserInputError(
-        f"Dataset {dataset!r} not found: RecBole expects the atomic files in {Path(config['data_path'])}/ "
-        f"(e.g. {inter_file.name}). Configured datasets: {known}. ml-100k ships with RecBole; Amazon 2023 "
-        "datasets (Scientific, Instrument, Game) are prepared automatically from the official files "
-        "(python -m recbole_llada.data.amazon2023 --help); Beauty lives in ../shared/data/amazon2014 on our "
-        "machines. Point RecBole at another folder with --data_path=DIR."
-    )
+    check_interaction_file(config)
 
 
 def count_parameters(model: torch.nn.Module) -> int:
@@ -149,14 +178,46 @@ class Experiment:
 def prepare(config: Config) -> Experiment:
     """Dataset, split, model and trainer for ``config``, seeded as RecBole's ``run_recbole`` seeds them."""
     init_seed(config["seed"], config["reproducibility"])
-    dataset = create_dataset(config)
+    load_time_field(config)
+    try:
+        dataset = create_dataset(config)
+    except ValueError as error:
+        if "feat is empty" not in str(error):
+            raise
+        raise UserInputError(f"No interactions of {config['dataset']} are left after RecBole's filters "
+                             "(user_inter_num_interval, item_inter_num_interval, val_interval): relax them.") from error
     getLogger().info(dataset)
+    if config["model"] == "LLaDARec":
+        warn_if_oversized(config, n_items=dataset.item_num - 1)
     train_data, valid_data, test_data = data_preparation(config, dataset)
+    for split, data in (("training", train_data), ("validation", valid_data), ("test", test_data)):
+        if len(data.dataset) == 0:
+            raise UserInputError(
+                f"The {split} split of {config['dataset']} is empty after RecBole's filtering and leave-one-out "
+                "split: each user needs at least 3 interactions (the last for test, the one before for "
+                "validation, the rest for training). Add longer histories or relax the filters "
+                "(user_inter_num_interval, item_inter_num_interval)."
+            )
     init_seed(config["seed"] + config["local_rank"], config["reproducibility"])
     model = get_model(config["model"])(config, train_data._dataset).to(config["device"])
     getLogger().info(model)
-    trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, model)
+    trainer = resumable(get_trainer(config["MODEL_TYPE"], config["model"]))(config, model)
     return Experiment(train_data, valid_data, test_data, model, trainer)
+
+
+def warn_if_oversized(config: Config, n_items: int) -> None:
+    """A dataset without a LLaDARec config of its own gets the paper's size, meant for tens of thousands of items:
+    say so when the data has fewer items than one codebook has codes."""
+    if n_items >= config["sid_codebook_size"]:
+        return
+    small = resources.properties_dir() / "model_dataset" / "LLaDARec-ml-100k.yaml"
+    getLogger().warning(
+        f"{config['dataset']} has {n_items} items, fewer than the {config['sid_codebook_size']} codes per head "
+        f"(sid_codebook_size) of this LLaDARec configuration (hidden_size {config['hidden_size']}, "
+        f"{config['n_layers']} layers; the defaults are the paper's size, for tens of thousands of items). It trains, "
+        f"but a smaller model fits such data better and faster: lower sid_codebook_size, hidden_size and n_layers, "
+        f"e.g. starting from the ml-100k demo's configuration, --config_files={small}"
+    )
 
 
 def training_extent(trainer: Any) -> tuple[int, str]:
@@ -170,24 +231,41 @@ def training_extent(trainer: Any) -> tuple[int, str]:
 
 
 def run(model: str, dataset: str, config_files: Sequence[str] = (),
-        overrides: Mapping[str, Any] | None = None, saved: bool = True) -> RunResult:
-    """Train ``model`` on ``dataset``, select the best epoch on validation, evaluate it on test."""
+        overrides: Mapping[str, Any] | None = None, saved: bool = True, resume: str | None = None) -> RunResult:
+    """Train ``model`` on ``dataset``, select the best epoch on validation, evaluate it on test.
+
+    ``resume``: a checkpoint of an interrupted run with the same settings, to continue from (``recbole_llada.resume``).
+    A run that fails deletes the checkpoint it wrote; an interrupted one keeps it and says how to resume.
+    """
     config = build_config(model, dataset, config_files, overrides)
+    if model == "LLaDARec":
+        config_check.check_decoding_steps(config)
     ensure_dataset_files(config)
     init_logger(config)
     getLogger().info(config)
     experiment = prepare(config)
     trainer = experiment.trainer
+    if resume is not None:
+        resume_from(trainer, resume)
 
-    start = time.perf_counter()
-    best_valid_score, best_valid_result = trainer.fit(
-        experiment.train_data, experiment.valid_data, saved=saved, show_progress=config["show_progress"]
-    )
-    train_seconds = time.perf_counter() - start
-    start = time.perf_counter()
-    test_result = trainer.evaluate(experiment.test_data, load_best_model=saved,
-                                   show_progress=config["show_progress"])
-    test_seconds = time.perf_counter() - start
+    try:
+        start = time.perf_counter()
+        best_valid_score, best_valid_result = trainer.fit(
+            experiment.train_data, experiment.valid_data, saved=saved, show_progress=config["show_progress"]
+        )
+        train_seconds = time.perf_counter() - start
+        start = time.perf_counter()
+        test_result = trainer.evaluate(experiment.test_data, load_best_model=saved,
+                                       show_progress=config["show_progress"])
+        test_seconds = time.perf_counter() - start
+    except KeyboardInterrupt:
+        if saved and Path(trainer.saved_model_file).is_file():
+            getLogger().warning(f"interrupted; continue this run with --resume={trainer.saved_model_file}")
+        raise
+    except Exception:
+        if saved and resume is None:
+            Path(trainer.saved_model_file).unlink(missing_ok=True)
+        raise
 
     epochs_trained, stopped_by = training_extent(trainer)
     getLogger().info(set_color("best valid ", "yellow") + f": {dict(best_valid_result)}")

@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-from recbole_llada.errors import UserInputError
+from recbole_llada.errors import UserInputError, debug_from_environment
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -24,6 +24,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--config_files", default="", help="extra YAML files, space separated")
     parser.add_argument("--output", default=None, help="where to write the SID table")
     parser.add_argument("--report", default=None, help="also write the report, with provenance, to this .md file")
+    parser.add_argument("--debug", action="store_true", default=debug_from_environment(),
+                        help="show the traceback of a user error (also: RECBOLE_LLADA_DEBUG=1)")
     args, rest = parser.parse_known_args(argv)
     try:
         import recbole_llada  # noqa: F401
@@ -41,6 +43,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         dataset = create_dataset(config)
         dataset.build()
     except UserInputError as error:
+        if args.debug:
+            raise
         print(f"error: {error}", file=sys.stderr)
         return 2
     output = Path(args.output or Path(config["checkpoint_dir"]) / "sid" / f"{args.dataset}.sid.tsv")

@@ -1,18 +1,21 @@
 """LLaDARecTrainer: RecBole's Trainer with the paper's optimisation recipe and cheaper validation.
 
-Differences from RecBole's ``Trainer`` (everything else — early stopping, checkpoints, evaluation, logging —
-is inherited unchanged):
+Differences from RecBole's ``Trainer`` (everything else — early stopping, evaluation, the checkpoint file — is
+inherited unchanged):
 - AdamW with a cosine learning-rate schedule and linear warm-up (``warmup_ratio`` of all steps), stepped per
   batch, and gradient clipping (``clip_grad_norm``), as the official code trains.
 - bf16 autocast on CUDA (no loss scaling needed, unlike RecBole's fp16 ``enable_amp`` path), and AdamW's fused
   CUDA kernel there (one kernel per step where the default multi-tensor path launches several).
 - Validation decodes with ``valid_scoring`` and ``valid_num_beams`` (the official code selects models with greedy
   decoding); the test uses ``scoring`` and ``num_beams``.
-- The epoch's loss is returned, and logged, part by part (``train_loss1``, ``train_loss2``, ...: the weighted
-  parts in the model's ``last_losses``, which sum to its loss), as RecBole does for a model's loss tuple.
 - ``train_time_budget`` (seconds, optional) ends training at the first epoch boundary past the budget (at
   least one epoch always trains), as early stopping would: the best checkpoint so far is kept and tested. For
   benchmarks with a wall-clock limit.
+- The log line and TensorBoard of each epoch show the loss part by part next to the total (``item loss``,
+  ``history loss`` and, with the item scorer, ``scorer loss``: the weighted parts in the model's ``last_losses``,
+  which sum to its loss, summed over the epoch's batches).
+- Checkpoints carry the learning-rate schedule and the random state, so ``--resume`` continues exactly
+  (``recbole_llada.resume``).
 """
 
 from __future__ import annotations
@@ -22,10 +25,11 @@ import math
 import time
 
 import torch
-from recbole.trainer import Trainer
 from recbole.utils import set_color
 from torch.nn.utils import clip_grad_norm_
 from tqdm import tqdm
+
+from recbole_llada.resume import ResumableTrainer
 
 
 def warmup_cosine(step: int, total_steps: int, warmup_steps: int) -> float:
@@ -36,7 +40,7 @@ def warmup_cosine(step: int, total_steps: int, warmup_steps: int) -> float:
     return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
 
 
-class LLaDARecTrainer(Trainer):
+class LLaDARecTrainer(ResumableTrainer):
     def __init__(self, config, model):
         super().__init__(config, model)
         self.warmup_ratio = config["warmup_ratio"]
@@ -45,6 +49,7 @@ class LLaDARecTrainer(Trainer):
         self.train_time_budget = config["train_time_budget"]
         self._first_epoch_start: float | None = None
         self.budget_stop_epoch: int | None = None  # epochs trained when the budget ended training
+        self.epoch_loss_parts: tuple[float, ...] | None = None  # the model's loss parts, summed over the last epoch
 
     @property
     def _budget_spent(self) -> bool:
@@ -80,6 +85,7 @@ class LLaDARecTrainer(Trainer):
         return exhausted
 
     def _train_epoch(self, train_data, epoch_idx, loss_func=None, show_progress=False):
+        self.epoch_loss_parts = None
         if self._first_epoch_start is None:
             self._first_epoch_start = time.perf_counter()
         elif self._budget_spent:
@@ -96,7 +102,8 @@ class LLaDARecTrainer(Trainer):
             train_data.sampler.set_epoch(epoch_idx)
         batches = tqdm(train_data, total=len(train_data), ncols=100,
                        desc=set_color(f"Train {epoch_idx:>5}", "pink")) if show_progress else train_data
-        total_parts = None
+        total_loss = torch.zeros((), device=self.device)
+        loss_parts = None
         for interaction in batches:
             interaction = interaction.to(self.device)
             self.optimizer.zero_grad(set_to_none=True)
@@ -110,12 +117,42 @@ class LLaDARecTrainer(Trainer):
             clip_grad_norm_(self.model.parameters(), self.max_grad_norm)
             self.optimizer.step()
             self.scheduler.step()
+            total_loss += loss.detach()
             parts = torch.stack(self.model.last_losses)
-            total_parts = parts if total_parts is None else total_parts + parts
+            loss_parts = parts if loss_parts is None else loss_parts + parts
         # One host sync per epoch instead of one per batch.
-        total_parts = tuple(total_parts.tolist())
-        self._check_nan(torch.tensor(sum(total_parts)))
-        return total_parts
+        total_loss = total_loss.item()
+        self.epoch_loss_parts = tuple(loss_parts.tolist())
+        self._check_nan(torch.tensor(total_loss))
+        return total_loss
+
+    def _generate_train_loss_output(self, epoch_idx, s_time, e_time, losses):
+        output = super()._generate_train_loss_output(epoch_idx, s_time, e_time, losses)
+        if self.epoch_loss_parts is None:
+            return output
+        parts = ", ".join(f"{name} loss: {value:.4f}"
+                          for name, value in zip(self.model.loss_part_names, self.epoch_loss_parts))
+        return output[:-1] + f", {parts}]"
+
+    def _add_train_loss_to_tensorboard(self, epoch_idx, losses, tag="Loss/Train"):
+        super()._add_train_loss_to_tensorboard(epoch_idx, losses, tag)
+        if self.epoch_loss_parts is not None:
+            for name, value in zip(self.model.loss_part_names, self.epoch_loss_parts):
+                self.tensorboard.add_scalar(f"{tag}/{name}", value, epoch_idx)
+
+    def _training_state(self) -> dict:
+        state = super()._training_state()
+        state["scheduler"] = self.scheduler.state_dict() if self.scheduler is not None else None
+        return state
+
+    def _restore_training_state(self, state: dict, train_data) -> None:
+        super()._restore_training_state(state, train_data)
+        if state.get("scheduler") is not None:
+            self._ensure_scheduler(len(train_data))
+            self.scheduler.load_state_dict(state["scheduler"])
+            # Each batch steps the optimizer before the schedule: start from the schedule's current rate.
+            for group, learning_rate in zip(self.optimizer.param_groups, self.scheduler.get_last_lr()):
+                group["lr"] = learning_rate
 
     def _valid_epoch(self, valid_data, show_progress=False):
         if self._budget_spent:

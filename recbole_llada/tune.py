@@ -23,7 +23,7 @@ from typing import Any, Mapping, Sequence
 
 import yaml
 
-from recbole_llada import quick_start, resources
+from recbole_llada import config_check, quick_start, resources
 from recbole_llada.errors import UserInputError
 from recbole_llada.results import provenance
 from recbole_llada.tune_report import (
@@ -322,6 +322,7 @@ def search(model: str, dataset: str, space: str | os.PathLike, config_files: Seq
     overrides = dict(overrides or {})
     space_file = resolve_space_file(space)
     dimensions = load_space(space_file)
+    config_check.check_unknown_keys(dimensions, source=f"search space {space_file}")
     fixed = [key for key in dimensions if key in overrides]
     dimensions = {key: dim for key, dim in dimensions.items() if key not in overrides}
     if not dimensions:

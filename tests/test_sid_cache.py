@@ -55,6 +55,19 @@ def test_corrupt_entry_is_rebuilt(tmp_path, damage):
     assert cache.get_or_build("emb", {"x": 1}, build)[1]  # the rebuilt entry is whole again
 
 
+def test_a_valid_entry_of_other_key_parts_under_this_file_name_is_rebuilt(tmp_path):
+    cache = ArrayCache(tmp_path)
+    cache.get_or_build("emb", {"x": 1, "sizes": (4, 2)}, CountingBuild(value=1.0))
+    other = cache.path("emb", fingerprint({"x": 1, "sizes": (4, 2)}))
+    build = CountingBuild(value=2.0)
+    other.replace(cache.path("emb", fingerprint({"x": 2})))  # e.g. copied from another machine's cache
+    arrays, hit = cache.get_or_build("emb", {"x": 2}, build)
+    assert not hit and build.calls == 1 and np.array_equal(arrays["a"], np.full((3, 2), 2.0, np.float32))
+    assert cache.get_or_build("emb", {"x": 2}, build)[1]  # the rebuilt entry matches its key parts
+    cache.get_or_build("emb", {"x": 1, "sizes": (4, 2)}, build)
+    assert cache.get_or_build("emb", {"x": 1, "sizes": (4, 2)}, build)[1]  # tuples read back as lists still match
+
+
 def test_fingerprint_distinguishes_values_and_types():
     assert fingerprint({"a": 1, "b": [1, 2]}) == fingerprint({"b": [1, 2], "a": 1})
     assert len({fingerprint(value) for value in (1, 1.0, "1", True, [1], np.array([1]), np.array([1.0]))}) == 7

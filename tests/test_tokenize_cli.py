@@ -7,6 +7,7 @@ import pytest
 
 from conftest import write_tiny_dataset
 from recbole_llada import tokenize
+from recbole_llada.errors import UserInputError
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 N_ITEMS = 30
@@ -33,3 +34,13 @@ def test_tokenize_writes_one_distinct_sid_per_item_and_the_report(tmp_path, monk
     assert len(set(codes)) == N_ITEMS and all(len(sid) == 2 and all(0 <= c < 8 for c in sid) for sid in codes)
     text = report.read_text()
     assert "-> 0 after make_unique" in text and "- commit:" in text and "perplexity" in text
+
+
+def test_tokenize_reports_a_mistake_in_one_paragraph_or_with_debug_its_traceback(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("RECBOLE_LLADA_DEBUG", raising=False)
+    assert tokenize.main(["--dataset=ml-100k", "--sid_tokenizr=opq"]) == 2
+    err = capsys.readouterr().err
+    assert "Did you mean 'sid_tokenizer'" in err and "Traceback" not in err
+    with pytest.raises(UserInputError, match="sid_tokenizr"):
+        tokenize.main(["--dataset=ml-100k", "--sid_tokenizr=opq", "--debug"])

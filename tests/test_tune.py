@@ -72,6 +72,12 @@ def test_malformed_space_entries_are_user_errors(tmp_path, entry):
         tune.load_space(write_space(tmp_path / "space.yaml", entry + "\n"))
 
 
+def test_a_misspelt_key_in_the_space_stops_the_search_before_it_starts(tmp_path):
+    space = write_space(tmp_path / "space.yaml", "learning_rat: {loguniform: [1.0e-4, 1.0e-2]}\n")
+    with pytest.raises(UserInputError, match="Did you mean 'learning_rate'"):
+        tune.search("SASRec", "ml-100k", space, tune_dir=tmp_path / "tune")
+
+
 def test_unknown_space_name_lists_the_shipped_ones():
     with pytest.raises(UserInputError, match="SASRec"):
         tune.resolve_space_file("NoSuchSpace")

@@ -14,7 +14,12 @@ import numpy as np
 import torch
 from recbole.data.dataset import SequentialDataset
 
+from recbole_llada.errors import UserInputError
 from recbole_llada.sid.build import SIDConfig, SIDReport, build_semantic_ids
+
+
+def _has_words(text: str) -> bool:
+    return any(character.isalpha() for character in text)
 
 
 class LLaDARecDataset(SequentialDataset):
@@ -49,12 +54,22 @@ class LLaDARecDataset(SequentialDataset):
 
             item_file = Path(self.dataset_path) / f"{self.dataset_name}.item"
             if not item_file.is_file():
-                raise ValueError(
+                raise UserInputError(
                     f"item_embedding: text needs item text, but {item_file} does not exist. Use "
                     "item_embedding: collaborative (SASRec item embeddings trained on the training split) "
                     "or item_embedding: file with sid_embedding_file / sid_embedding_ids_file."
                 )
-            texts = read_item_texts(item_file, self.iid_field, cfg.text_fields)
+            try:
+                texts = read_item_texts(item_file, self.iid_field, cfg.text_fields)
+            except ValueError as error:
+                raise UserInputError(f"{error}. Set text_fields to fields of the .item file.") from error
+            if not any(_has_words(texts.get(item, "")) for item in item_ids[1:]):
+                raise UserInputError(
+                    f"item_embedding: text, but no item of {item_file} has any text: every value of its text "
+                    f"fields ({', '.join(cfg.text_fields or ['all but the item id'])}) is empty or a number, so "
+                    "the semantic IDs would carry no information. Name fields holding words in text_fields, or "
+                    "use item_embedding: collaborative (SASRec item embeddings trained on the training split)."
+                )
         collaborative, embedding_seconds = None, 0.0
         if cfg.uses_interactions:
             tick = time.perf_counter()

@@ -215,6 +215,11 @@ class LLaDARec(SequentialRecommender):
 
     # ----- training ------------------------------------------------------------------------------------
 
+    @property
+    def loss_part_names(self) -> tuple[str, ...]:
+        """Names of the parts of ``last_losses``, in order."""
+        return ("item", "history") + (("scorer",) if self.item_scorer != "none" else ())
+
     def calculate_loss(self, interaction):
         history = self.history_tokens(interaction[self.ITEM_SEQ], interaction[self.ITEM_SEQ_LEN])
         target = self.item_tokens(interaction[self.POS_ITEM_ID])
@@ -240,7 +245,7 @@ class LLaDARec(SequentialRecommender):
             scorer_logits = self.item_scorer_logits(hidden[2 * batch_size:, -n_target:])
             losses.append(self.item_scorer_weight * F.cross_entropy(scorer_logits.float(),
                                                                     interaction[self.POS_ITEM_ID]))
-        # The weighted parts, summing to the loss: the trainer logs them one by one.
+        # The weighted parts, summing to the loss: the trainer logs them one by one, named by loss_part_names.
         self.last_losses = tuple(loss.detach() for loss in losses)
         return sum(losses)
 

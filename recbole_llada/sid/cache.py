@@ -5,7 +5,8 @@ uncompressed ``.npz`` of the arrays plus the JSON of the key's parts). Writes go
 folder, are fsynced, then renamed over the entry (``os.replace`` is atomic), so readers see a whole entry or none.
 Builders take an exclusive ``flock`` on ``<entry>.lock``: a second process wanting the same entry waits, then loads
 what the first wrote instead of building it again. A truncated or otherwise corrupt entry fails its checksum and
-is rebuilt.
+is rebuilt, and so is an entry whose stored key parts differ from the ones asked for (e.g. a valid entry of
+another configuration copied under this key's file name).
 """
 
 from __future__ import annotations
@@ -65,6 +66,11 @@ def _feed(digest: "hashlib._Hash", value: object) -> None:
         raise TypeError(f"cannot fingerprint a {type(value).__name__}; pass plain data or numpy arrays")
 
 
+def _as_json(value: object) -> object:
+    """``value`` as its JSON text reads back (tuples become lists, unknown objects strings), for comparison."""
+    return json.loads(json.dumps(value, default=str))
+
+
 class CacheError(ValueError):
     """An entry exists but cannot be trusted (truncated, corrupt, or written for other key parts)."""
 
@@ -78,8 +84,9 @@ class ArrayCache:
     def path(self, kind: str, key: str) -> Path:
         return self.root / f"{kind}-{key}.npc"
 
-    def load(self, kind: str, key: str) -> dict[str, np.ndarray] | None:
-        """The entry's arrays, or None when absent; raises ``CacheError`` when it is corrupt."""
+    def load(self, kind: str, key: str, key_parts: object = None) -> dict[str, np.ndarray] | None:
+        """The entry's arrays, or None when absent; raises ``CacheError`` when it is corrupt or, given
+        ``key_parts``, when it was written for other key parts."""
         path = self.path(kind, key)
         try:
             blob = path.read_bytes()
@@ -93,14 +100,16 @@ class ArrayCache:
             raise CacheError(f"{path} fails its checksum (truncated or corrupt)")
         with np.load(io.BytesIO(payload), allow_pickle=False) as archive:
             arrays = {name: archive[name] for name in archive.files}
-        arrays.pop(_KEY_PARTS, None)
+        stored_parts = arrays.pop(_KEY_PARTS, None)
+        if key_parts is not None and (stored_parts is None or json.loads(str(stored_parts)) != _as_json(key_parts)):
+            raise CacheError(f"{path} was written for other key parts than its file name says")
         return arrays
 
     def save(self, kind: str, key: str, arrays: Mapping[str, np.ndarray], key_parts: object = None) -> Path:
         """Write the entry atomically (temporary file, fsync, rename)."""
         self.root.mkdir(parents=True, exist_ok=True)
         buffer = io.BytesIO()
-        np.savez(buffer, **arrays, **{_KEY_PARTS: np.array(json.dumps(key_parts, default=str))})
+        np.savez(buffer, **arrays, **{_KEY_PARTS: np.array(json.dumps(_as_json(key_parts)))})
         payload = buffer.getvalue()
         path = self.path(kind, key)
         handle, temporary = tempfile.mkstemp(dir=self.root, prefix=f".{path.name}.", suffix=".tmp")
@@ -119,14 +128,14 @@ class ArrayCache:
                      build: Callable[[], Mapping[str, np.ndarray]]) -> tuple[dict[str, np.ndarray], bool]:
         """``(arrays, hit)``: the cached entry for ``key_parts``, else ``build()``'s result, saved for next time."""
         key = fingerprint(key_parts)
-        arrays = self._load_or_none(kind, key)
+        arrays = self._load_or_none(kind, key, key_parts)
         if arrays is not None:
             return arrays, True
         self.root.mkdir(parents=True, exist_ok=True)
         with open(self.path(kind, key).with_suffix(".lock"), "a+b") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
             try:
-                arrays = self._load_or_none(kind, key)  # another process may have built it while we waited
+                arrays = self._load_or_none(kind, key, key_parts)  # another process may have built it while we waited
                 if arrays is not None:
                     return arrays, True
                 arrays = {name: np.asarray(value) for name, value in build().items()}
@@ -135,9 +144,9 @@ class ArrayCache:
             finally:
                 fcntl.flock(lock, fcntl.LOCK_UN)
 
-    def _load_or_none(self, kind: str, key: str) -> dict[str, np.ndarray] | None:
+    def _load_or_none(self, kind: str, key: str, key_parts: object) -> dict[str, np.ndarray] | None:
         try:
-            return self.load(kind, key)
+            return self.load(kind, key, key_parts)
         except (OSError, ValueError, EOFError, zipfile.BadZipFile) as error:
             logger.warning("rebuilding SID cache entry: %s", error)
             return None
