@@ -54,7 +54,7 @@ SCHEMA: dict[str, Rule] = {
     "eval_batch_size": _POSITIVE,
     "stopping_step": _NON_NEGATIVE,
     "eval_step": _NON_NEGATIVE,
-    "learning_rate": Rule(minimum=0, exclusive_minimum=True),
+    "learning_rate": _NON_NEGATIVE,  # 0 freezes the weights (a baseline for a search), negative is refused
     "weight_decay": _NON_NEGATIVE,
     "MAX_ITEM_LIST_LENGTH": _POSITIVE,
     # LLaDARec

@@ -38,7 +38,10 @@ def setup(tmp_path_factory):
     del overrides["seed"]  # the seeds are the script's
     with pytest.MonkeyPatch.context() as patch:
         patch.chdir(root)  # RecBole writes log/ into the working directory
-        result = run("LLaDARec", TINY_DATASET, (), {**overrides, "seed": SEED})
+        # A folder of its own: RecBole names checkpoints by the second, and the studies' first runs may start
+        # within the same second as this one.
+        result = run("LLaDARec", TINY_DATASET, (), {**overrides, "seed": SEED,
+                                                    "checkpoint_dir": str(root / "fixture_saved")})
     return root, overrides, Path(result.saved_model_file), result
 
 

@@ -500,8 +500,13 @@ def test_an_epoch_reports_each_weighted_loss_part(tiny_world):
     config, train, _, _ = tiny_world
     model = new_model(tiny_world, **SCORER)
     trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, model)
-    parts = trainer._train_epoch(train, 0)
-    assert isinstance(parts, tuple) and len(parts) == 3 and all(part > 0 for part in parts)
+    total = trainer._train_epoch(train, 0)
+    parts = trainer.epoch_loss_parts
+    assert len(parts) == 3 and all(part > 0 for part in parts)
+    assert total == pytest.approx(sum(parts), rel=1e-5)
+    line = trainer._generate_train_loss_output(0, 0.0, 1.0, total)
+    for name, part in zip(("item", "history", "scorer"), parts):
+        assert f"{name} loss: {part:.4f}" in line
 
 
 def test_every_scoring_mode_and_the_scorer_loss_run_under_bf16_autocast(tiny_world):

@@ -196,7 +196,7 @@ def test_asha_stops_the_trial_that_cannot_learn(tiny_search):
 def test_invalid_config_is_an_error_row_and_the_search_completes(tiny_search):
     invalid = trial_with_lr(tiny_search, INVALID_LR)
     assert invalid.status == ERROR and invalid.epochs_run == 0
-    assert "learning rate" in invalid.error.lower()
+    assert "learning_rate" in invalid.error and "-1.0" in invalid.error  # the config check names key and value
     assert tiny_search.best is trial_with_lr(tiny_search, GOOD_LR)
     assert tiny_search.test_result and all(math.isfinite(v) for v in tiny_search.test_result.values())
 
