@@ -40,7 +40,7 @@ import torch
 import yaml
 
 from benchmarks import quality, tradeoff
-from benchmarks.common import REPO_ROOT, RESULTS_DIR, format_number, slugify, write_csv, write_markdown
+from benchmarks.common import save_figure, REPO_ROOT, RESULTS_DIR, format_number, slugify, write_csv, write_markdown
 from recbole.utils import get_model, get_trainer, init_seed
 from recbole_llada.quick_start import RunResult, build_config, parse_overrides, run
 from recbole_llada.results import markdown_table, provenance
@@ -441,10 +441,7 @@ def plot_study(study: Study, summaries: Sequence[VariantSummary], path: Path, ti
     ax.set_title(title)
     ax.grid(True, axis="y", alpha=0.3)
     ax.legend()
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=150)
-    plt.close(fig)
+    save_figure(fig, path)
     return True
 
 

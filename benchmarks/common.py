@@ -188,6 +188,16 @@ def write_markdown(path: Path, title: str, sections: Sequence[tuple[str, str]], 
     path.write_text("\n\n".join(parts) + "\n")
 
 
+def save_figure(fig: Any, path: Path) -> None:
+    """Lay out, write (creating the folder) and close a matplotlib figure."""
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=150)
+    plt.close(fig)
+
+
 def format_number(value: float | None, digits: int = 3) -> str:
     """Significant-digit formatting for tables; '–' for a missing value."""
     if value is None:

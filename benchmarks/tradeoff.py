@@ -29,7 +29,7 @@ if __package__ in (None, ""):  # run as a file: make the repository root importa
 import torch
 import yaml
 
-from benchmarks.common import RESULTS_DIR, format_number, pick_device, synchronize, write_csv, write_markdown
+from benchmarks.common import save_figure, RESULTS_DIR, format_number, pick_device, synchronize, write_csv, write_markdown
 from recbole.config import Config
 from recbole.data import data_preparation
 from recbole.data.dataset import SequentialDataset
@@ -170,10 +170,7 @@ def plot_tradeoff(points: Sequence[TradeoffPoint], path: Path, title: str) -> bo
     ax.set_title(title)
     ax.grid(True, which="both", alpha=0.3)
     ax.legend()
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=150)
-    plt.close(fig)
+    save_figure(fig, path)
     return True
 
 

@@ -19,7 +19,7 @@ from typing import Sequence
 if __package__ in (None, ""):  # run as a file: make the repository root importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.common import RESULTS_DIR, write_csv, write_markdown
+from benchmarks.common import RESULTS_DIR, save_figure, write_csv, write_markdown
 from recbole_llada.results import markdown_table, provenance
 
 SELECTION = "selection"  # the curve RecBole selects on (valid_metric under valid_scoring)
@@ -62,9 +62,7 @@ def plot(runs: dict[str, dict[str, dict[int, float]]], path: Path, title: str) -
     axis.set_title(title)
     axis.grid(alpha=0.3)
     axis.legend(fontsize=7)
-    figure.tight_layout()
-    figure.savefig(path, dpi=120)
-    plt.close(figure)
+    save_figure(figure, path)
     return True
 
 
