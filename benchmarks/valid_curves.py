@@ -66,6 +66,24 @@ def plot(runs: dict[str, dict[str, dict[int, float]]], path: Path, title: str) -
     return True
 
 
+def write_curves(runs: dict[str, dict[str, dict[int, float]]], name: str, results_dir: Path) -> Path:
+    """valid_curves_<name>.{md,csv,png} of {run label: {curve: {epoch: score}}}; returns the .md path."""
+    summary, csv_rows = [], []
+    for label, curves in runs.items():
+        for curve_name, curve in curves.items():
+            epoch, score = best(curve)
+            summary.append([label, curve_name, len(curve), max(curve), epoch, f"{score:.4f}"])
+            csv_rows += [[label, curve_name, e, s] for e, s in sorted(curve.items())]
+    base = results_dir / f"valid_curves_{name}"
+    results_dir.mkdir(parents=True, exist_ok=True)
+    write_csv(base.with_suffix(".csv"), ["run", "curve", "epoch", "score"], csv_rows)
+    has_png = plot(runs, base.with_suffix(".png"), name.replace("_", " "))
+    table = markdown_table(["run", "curve", "validations", "last epoch", "best epoch", "best score"], summary)
+    body = table + (f"\n\n![validation curves]({base.with_suffix('.png').name})" if has_png else "")
+    write_markdown(base.with_suffix(".md"), f"Validation curves: {name}", [("", body)], provenance())
+    return base.with_suffix(".md")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--name", required=True, help="names the output files: valid_curves_<name>.*")
@@ -81,20 +99,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not curves:
             parser.error(f"{log} has no validation lines")
         runs[label] = curves
-    summary, csv_rows = [], []
-    for label, curves in runs.items():
-        for name, curve in curves.items():
-            epoch, score = best(curve)
-            summary.append([label, name, len(curve), max(curve), epoch, f"{score:.4f}"])
-            csv_rows += [[label, name, e, s] for e, s in sorted(curve.items())]
-    base = args.results_dir / f"valid_curves_{args.name}"
-    args.results_dir.mkdir(parents=True, exist_ok=True)
-    write_csv(base.with_suffix(".csv"), ["run", "curve", "epoch", "score"], csv_rows)
-    has_png = plot(runs, base.with_suffix(".png"), args.name.replace("_", " "))
-    table = markdown_table(["run", "curve", "validations", "last epoch", "best epoch", "best score"], summary)
-    body = table + (f"\n\n![validation curves]({base.with_suffix('.png').name})" if has_png else "")
-    write_markdown(base.with_suffix(".md"), f"Validation curves: {args.name}", [("", body)], provenance())
-    print(f"wrote {base}.md")
+    print(f"wrote {write_curves(runs, args.name, args.results_dir)}")
     return 0
 
 
