@@ -129,7 +129,8 @@ def ensure_dataset_files(config: Config) -> None:
             )
         from recbole_llada.data.amazon2023 import ensure_prepared
 
-        ensure_prepared(dataset, Path(config["data_path"]).parent, download=True)
+        ensure_prepared(dataset, Path(config["data_path"]).parent, download=True,
+                        category=config["amazon2023_category"])
     check_interaction_file(config)
 
 

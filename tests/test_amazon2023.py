@@ -472,3 +472,17 @@ def test_offline_stops_with_a_clear_message(tmp_path):
     for name in (f"{CATEGORY}.valid.csv.gz", f"{CATEGORY}.test.csv.gz"):
         assert name in message
     assert not (tmp_path / "out" / "Tiny" / "Tiny.inter").exists()
+
+
+def test_a_new_category_is_prepared_from_the_config_alone(tmp_path, world):
+    """A dataset name of the user's own, its official category given in the config (amazon2023_category)."""
+    from recbole_llada import quick_start
+
+    write_official_files(tmp_path / "data" / "Beauty2023" / "raw", world, category="All_Beauty")
+    with pytest.raises(ValueError, match="amazon2023_category"):  # without it the name says nothing
+        ensure_prepared("Beauty2023", tmp_path / "data", download=False)
+    config = quick_start.build_config("SASRec", "Beauty2023", overrides={
+        "data_path": str(tmp_path / "data"), "amazon2023_category": "All_Beauty",
+        "load_col": {"inter": ["user_id", "item_id", "timestamp"]}})
+    quick_start.ensure_dataset_files(config)
+    assert (tmp_path / "data" / "Beauty2023" / "Beauty2023.inter").is_file()

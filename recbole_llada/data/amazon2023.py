@@ -329,8 +329,12 @@ def prepare(category: str, name: str, raw_dir: Path | None = None, out_dir: Path
     return prepared
 
 
-def ensure_prepared(dataset_name: str, data_path: Path, raw_dir: Path | None = None, download: bool = True) -> Path:
-    """Path of ``<data_path>/<name>/<name>.inter``, preparing it first for Scientific, Instrument and Game.
+def ensure_prepared(dataset_name: str, data_path: Path, raw_dir: Path | None = None, download: bool = True,
+                    category: str | None = None) -> Path:
+    """Path of ``<data_path>/<name>/<name>.inter``, preparing it first for an Amazon Reviews 2023 dataset.
+
+    ``category`` is the official category name (the dataset YAML's ``amazon2023_category``); without it, the
+    shipped datasets' categories (Scientific, Instrument, Game) are looked up by name.
 
     Raw files are looked for in ``raw_dir`` or else ``<data_path>/<name>/raw/``. Raises ``UserInputError`` (a
     ``ValueError``) for any other dataset whose file is missing.
@@ -338,7 +342,7 @@ def ensure_prepared(dataset_name: str, data_path: Path, raw_dir: Path | None = N
     inter_file = Path(data_path) / dataset_name / f"{dataset_name}.inter"
     if inter_file.is_file():
         return inter_file
-    category = CATEGORY_OF_DATASET.get(dataset_name)
+    category = category or CATEGORY_OF_DATASET.get(dataset_name)
     if category is None:
         known = ", ".join(f"{name} ({category})" for name, category in CATEGORY_OF_DATASET.items())
         raise UserInputError(
@@ -346,8 +350,8 @@ def ensure_prepared(dataset_name: str, data_path: Path, raw_dir: Path | None = N
             f"{known} are prepared automatically from the official files (downloaded, or placed in "
             f"{Path(data_path)}/<name>/raw/; see python -m recbole_llada.data.amazon2023 --help). Any other dataset "
             "must already be RecBole atomic files (<name>.inter, optional .item) in <data_path>/<name>/, e.g. "
-            "ml-100k (bundled with RecBole) or Beauty (../shared/data/amazon2014 on our machines); point "
-            "--data_path at the folder holding it."
+            "ml-100k (bundled with RecBole); point --data_path at the folder holding it, or give a new Amazon 2023 "
+            "dataset its category in its YAML (amazon2023_category: <Official_Category_Name>)."
         )
     return prepare(category, dataset_name, raw_dir, data_path, download).inter_file
 
