@@ -1,7 +1,7 @@
 """The paper's analyses (arXiv 2511.06254: Table 4, Figs. 3-6) as one command each, next to the paper's direction.
 
     python benchmarks/ablations.py --study=STUDY --dataset=DATASET [--seeds=N] [--first_seed=S]
-        [--checkpoints=a.pth,b.pth] [--results_dir=DIR] [--config_files=a.yaml] [--studies_file=YAML]
+        [--checkpoints=a.pth,b.pth] [--results_dir=DIR] [--config_files="a.yaml b.yaml"] [--studies_file=YAML]
         [--summary_only] [--key=value ...]
 
 STUDY is one of benchmarks/experiments/ablations.yaml, where every study's variants (their config overrides) and the
@@ -40,7 +40,8 @@ import torch
 import yaml
 
 from benchmarks import quality, tradeoff
-from benchmarks.common import save_figure, REPO_ROOT, RESULTS_DIR, format_number, slugify, write_csv, write_markdown
+from benchmarks.common import (save_figure, REPO_ROOT, RESULTS_DIR, format_number, slugify, split_config_files,
+                               write_csv, write_markdown)
 from recbole.utils import get_model, get_trainer, init_seed
 from recbole_llada.quick_start import RunResult, build_config, parse_overrides, run
 from recbole_llada.results import markdown_table, provenance
@@ -500,7 +501,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--first_seed", type=int, default=2024, help="seeds are first_seed, first_seed + 1, ...")
     parser.add_argument("--checkpoints", default="",
                         help="decode studies: comma separated LLaDARec .pth files, one per seed, instead of training")
-    parser.add_argument("--config_files", default="", help="extra YAML files, comma separated (later wins)")
+    parser.add_argument("--config_files", default="", help="extra YAML files, space separated (later wins)")
     parser.add_argument("--results_dir", type=Path, default=RESULTS_DIR)
     parser.add_argument("--studies_file", type=Path, default=STUDIES_FILE)
     parser.add_argument("--summary_only", action="store_true",
@@ -522,7 +523,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         md_path = write_report(study, args.dataset, args.results_dir)
     else:
         seeds = [args.first_seed + i for i in range(2 if args.seeds is None else args.seeds)]
-        config_files = [f for f in args.config_files.split(",") if f]
+        config_files = split_config_files(args.config_files)
         md_path = run_study(study, args.dataset, seeds, parse_overrides(rest), args.results_dir, config_files,
                             checkpoints)
     print(md_path.read_text())

@@ -36,6 +36,13 @@ def pick_device(name: str | None = None) -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
+def split_config_files(text: str) -> list[str]:
+    """The YAML files of a ``--config_files`` value: space separated, as RecBole's ``run_recbole`` takes them.
+    Commas also separate, so that the commands recorded in older result files (and shell variables that are
+    word-split, as in gpu_quality.sh) still run."""
+    return [name for name in re.split(r"[\s,]+", text) if name]
+
+
 def slugify(text: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
 

@@ -50,7 +50,7 @@ import numpy as np
 if __package__ in (None, ""):  # run as a file: make the repository root importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.common import RESULTS_DIR
+from benchmarks.common import RESULTS_DIR, split_config_files
 from benchmarks.quality import METRICS, OFFICIAL_CODE_MODEL, append_run, runs_path, write_summary
 
 LABEL = "official code, same data and SIDs"
@@ -339,7 +339,7 @@ def build_parser() -> argparse.ArgumentParser:
     sids.add_argument("--checkpoint", type=Path, help="a trained LLaDARec checkpoint (its item_sid buffer)")
     parser.add_argument("--epochs", type=int, required=True, help="training epochs (as our run's)")
     parser.add_argument("--seed", type=int, required=True)
-    parser.add_argument("--config_files", default="", help="extra YAML files of our config, comma separated")
+    parser.add_argument("--config_files", default="", help="extra YAML files of our config, space separated")
     parser.add_argument("--work_dir", type=Path, default=None,
                         help="official inputs and outputs (default: <tmp>/llada_official/<dataset>); keep it "
                              "outside the repository")
@@ -360,7 +360,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not (official_dir / "genrec" / "models" / "LLaDARec" / "model.py").is_file():
         raise ValueError(f"{official_dir} is not a checkout of the official LLaDA-Rec code")
 
-    config, data, (train, valid, test) = load_split(args.dataset, [f for f in args.config_files.split(",") if f],
+    config, data, (train, valid, test) = load_split(args.dataset, split_config_files(args.config_files),
                                                     overrides)
     user_tokens = list(data.field2id_token[data.uid_field])
     item_tokens = list(data.field2id_token[data.iid_field])

@@ -23,6 +23,7 @@ import argparse
 import csv
 import json
 import re
+import shlex
 import statistics
 import sys
 from dataclasses import dataclass
@@ -32,7 +33,7 @@ from typing import Any, Mapping, Sequence
 if __package__ in (None, ""):  # run as a file: make the repository root importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.common import RESULTS_DIR, format_number, write_csv, write_markdown
+from benchmarks.common import RESULTS_DIR, format_number, split_config_files, write_csv, write_markdown
 from recbole_llada.models import check_model_name
 from recbole_llada.quick_start import RunResult, parse_overrides, run, run_distributed
 from recbole_llada.results import markdown_table, provenance
@@ -151,12 +152,20 @@ def latest_per_seed(rows: Sequence[Mapping[str, str]]) -> list[Mapping[str, str]
     return list(latest.values())
 
 
+def _command_config_files(command: str) -> list[str]:
+    """The YAML files named by ``--config_files`` in a recorded command line."""
+    words = shlex.split(command)
+    values = [word.split("=", 1)[1] for word in words if word.startswith("--config_files=")]
+    values += [after for word, after in zip(words, words[1:]) if word == "--config_files"]
+    return [name for value in values for name in split_config_files(value)]
+
+
 def _shared_settings(row: Mapping[str, str]) -> str:
     """A run's recorded overrides and the YAML files of its command, without the per-run checkpoint folder, so the
     seeds of one setting read as one."""
     overrides = json.loads(row["overrides"] or "{}")
     overrides.pop("checkpoint_dir", None)
-    config_files = re.findall(r"--config_files=(\S+)", row.get("command") or "")
+    config_files = _command_config_files(row.get("command") or "")
     if config_files:
         overrides["config_files"] = ",".join(config_files)
     return json.dumps(overrides, sort_keys=True)
@@ -296,7 +305,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--label", default=None,
                         help="name of these runs in the tables (default: the model name); one model only")
     parser.add_argument("--nproc", type=int, default=1, help="GPUs per run (RecBole's multi-GPU path; default 1)")
-    parser.add_argument("--config_files", default="", help="extra YAML files, comma separated (later wins)")
+    parser.add_argument("--config_files", default="", help="extra YAML files, space separated (later wins)")
     parser.add_argument("--results_dir", type=Path, default=RESULTS_DIR)
     parser.add_argument("--summary_only", action="store_true",
                         help="regenerate <dataset>.{md,csv} from <dataset>_runs.csv without running")
@@ -310,7 +319,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     else:
         overrides = parse_overrides(rest)
         models = [m.strip() for m in args.models.split(",") if m.strip()]
-        config_files = [f for f in args.config_files.split(",") if f]
+        config_files = split_config_files(args.config_files)
         seeds = [args.first_seed + i for i in range(args.seeds)]
         md_path, _ = run_quality(models, args.dataset, seeds, overrides, args.results_dir, config_files, args.label,
                                  args.nproc)

@@ -6,8 +6,8 @@
 Datasets: ``ml-100k`` (the .item file shipped with RecBole; title, year, genres), ``beauty``
 (../shared/data/amazon2014/Beauty/Beauty.item, "attributes"), ``synthetic`` (25,848 clustered 384-d vectors,
 PCA to 128, M=4, K=256, d=32, as in the paper). Every item counts as a training item; the cache is off.
-Writes ``benchmarks/results/sid_speed_<hardware>.{md,csv}``. ``--save-embeddings DIR`` keeps the text
-embeddings so a machine without the encoder (the GPU box) can rerun with ``--load-embeddings DIR``.
+Writes ``benchmarks/results/sid_speed_<hardware>.{md,csv}``. ``--save_embeddings DIR`` keeps the text
+embeddings so a machine without the encoder (the GPU box) can rerun with ``--load_embeddings DIR``.
 """
 
 from __future__ import annotations
@@ -126,10 +126,10 @@ def main() -> None:
     parser.add_argument("--progress", action="store_true", help="show progress bars")
     parser.add_argument("--threads", type=int, default=None,
                         help="torch CPU threads (default: torch's choice); 1 avoids stalls on a busy machine")
-    parser.add_argument("--out-dir", type=Path, default=REPO / "benchmarks" / "results")
-    parser.add_argument("--save-embeddings", type=Path, default=None,
+    parser.add_argument("--out_dir", type=Path, default=REPO / "benchmarks" / "results")
+    parser.add_argument("--save_embeddings", type=Path, default=None,
                         help="also write each text dataset's embeddings (<name>.npy, <name>.ids) to this folder")
-    parser.add_argument("--load-embeddings", type=Path, default=None,
+    parser.add_argument("--load_embeddings", type=Path, default=None,
                         help="read text datasets' embeddings from such a folder instead of encoding texts")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)

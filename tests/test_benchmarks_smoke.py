@@ -315,16 +315,18 @@ def test_summary_takes_the_verdict_file_as_its_verdict_section(tmp_path):
 
 def test_summary_names_the_config_files_of_each_setting(tmp_path):
     path = quality.runs_path(tmp_path, "Beauty")
-    for seed, folder in [(1, "/tmp/a"), (2, "/tmp/b")]:
+    # the same two files, written as RecBole writes them (space separated) and as older commands did (commas)
+    for seed, folder, files in [(1, "/tmp/a", "'--config_files=configs/x.yaml configs/y.yaml'"),
+                                (2, "/tmp/b", "--config_files=configs/x.yaml,configs/y.yaml")]:
         quality.append_run(path, {key: "" for key in quality.RUN_COLUMNS} | {
             "label": "LLaDARec", "model": "LLaDARec", "dataset": "Beauty", "seed": seed, "ndcg@10": 0.1,
             "train_seconds": 1.0, "test_seconds": 1.0, "commit": "c", "hardware": "h",
             "overrides": json.dumps({"checkpoint_dir": folder, "epochs": 3}),
-            "command": f"quality.py --dataset=Beauty --checkpoint_dir={folder} --config_files=configs/x.yaml"})
+            "command": f"quality.py --dataset=Beauty --checkpoint_dir={folder} {files}"})
     md_path, _ = quality.write_summary("Beauty", tmp_path)
     settings_line = next(line for line in md_path.read_text().splitlines() if line.startswith("- ours, LLaDARec"))
     assert settings_line == ('- ours, LLaDARec: seeds 1, 2; settings '
-                             '`{"config_files": "configs/x.yaml", "epochs": 3}`')  # one setting for both seeds
+                             '`{"config_files": "configs/x.yaml,configs/y.yaml", "epochs": 3}`')  # one setting
 
 
 def test_tradeoff_reproduces_the_run_and_writes_table_and_plot(tiny_runs, tmp_path, monkeypatch):
