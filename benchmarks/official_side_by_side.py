@@ -322,6 +322,7 @@ def run_record(summary: Mapping[str, Any], dataset: str, seed: int, arguments: M
         "n_parameters": summary["n_parameters"], "train_seconds": summary["train_seconds"],
         "test_seconds": summary["test_seconds"], "saved_model_file": summary["checkpoint"],
         "overrides": json.dumps({"official_commit": OFFICIAL_COMMIT, **settings}, sort_keys=True, default=str),
+        "config_files": "",  # the official code takes its settings as the overrides above
         "test_result": json.dumps(metrics, sort_keys=True),
         **{key: info[key] for key in ("commit", "hardware", "date", "command")},
     }

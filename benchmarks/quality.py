@@ -1,7 +1,13 @@
 """Recommendation quality: models x seeds through quick_start.run, mean ± std next to the published figures.
 
+    python benchmarks/quality.py --experiment=benchmarks/experiments/beauty.yaml [--gpus=0,1] [--key=value ...]
     python benchmarks/quality.py --dataset=Beauty --data_path=../shared/data/amazon2014 \\
         --models=GRU4Rec,SASRec,BERT4Rec,FMLPRec,LLaDARec --seeds=3 [--key=value ...]
+
+An experiment file names everything one results table reports: the dataset, its data path, the seeds, and the
+labelled runs (label, model, config files, overrides, and optionally their own seeds or ``nproc``). ``--only=LABEL``
+runs some of them; ``--gpus=0,1`` deals them round-robin over the GPUs, one process per GPU (the multi-GPU runs
+first, alone). Without an experiment file, the options below name the runs.
 
 Each model runs once per seed (first_seed, first_seed + 1, ...) through ``recbole_llada.quick_start.run``: the same
 data handling and protocol as the command line. Every other ``--key=value`` is a RecBole config override for all
@@ -22,13 +28,16 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import re
 import shlex
 import statistics
+import subprocess
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Mapping, Sequence
+
+import yaml
+from filelock import FileLock
 
 if __package__ in (None, ""):  # run as a file: make the repository root importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -43,7 +52,8 @@ METRIC_TITLES = {"recall@1": "Recall@1", "recall@5": "Recall@5", "recall@10": "R
                  "ndcg@10": "NDCG@10"}
 DEFAULT_MODELS = ("GRU4Rec", "SASRec", "BERT4Rec", "FMLPRec", "LLaDARec")
 RUN_COLUMNS = ("label", "model", "dataset", "seed", *METRICS, "best_valid_score", "epochs", "stopped_by",
-               "n_parameters", "train_seconds", "test_seconds", "saved_model_file", "overrides", "test_result",
+               "n_parameters", "train_seconds", "test_seconds", "saved_model_file", "overrides", "config_files",
+               "test_result",
                "commit", "hardware", "date", "command")
 
 
@@ -94,7 +104,8 @@ def keep_checkpoint_per_seed(saved_model_file: str | None, seed: int) -> str:
     return str(path.rename(path.with_name(f"{path.stem}-seed{seed}{path.suffix}")))
 
 
-def run_record(result: RunResult, label: str, overrides: Mapping[str, Any]) -> dict[str, object]:
+def run_record(result: RunResult, label: str, overrides: Mapping[str, Any],
+               config_files: Sequence[str] = ()) -> dict[str, object]:
     info = provenance()
     metrics = {k: float(v) for k, v in result.test_result.items()}
     return {
@@ -104,7 +115,7 @@ def run_record(result: RunResult, label: str, overrides: Mapping[str, Any]) -> d
         "stopped_by": result.stopped_by or "", "n_parameters": result.n_parameters,
         "train_seconds": result.train_seconds, "test_seconds": result.test_seconds,
         "saved_model_file": result.saved_model_file or "",
-        "overrides": json.dumps(dict(overrides), sort_keys=True, default=str),
+        "overrides": json.dumps(dict(overrides), sort_keys=True, default=str), "config_files": " ".join(config_files),
         "test_result": json.dumps(metrics, sort_keys=True),
         **{key: info[key] for key in ("commit", "hardware", "date", "command")},
     }
@@ -153,7 +164,8 @@ def latest_per_seed(rows: Sequence[Mapping[str, str]]) -> list[Mapping[str, str]
 
 
 def _command_config_files(command: str) -> list[str]:
-    """The YAML files named by ``--config_files`` in a recorded command line."""
+    """The YAML files named by ``--config_files`` in a recorded command line (rows written before the
+    config_files column)."""
     words = shlex.split(command)
     values = [word.split("=", 1)[1] for word in words if word.startswith("--config_files=")]
     values += [after for word, after in zip(words, words[1:]) if word == "--config_files"]
@@ -161,11 +173,12 @@ def _command_config_files(command: str) -> list[str]:
 
 
 def _shared_settings(row: Mapping[str, str]) -> str:
-    """A run's recorded overrides and the YAML files of its command, without the per-run checkpoint folder, so the
-    seeds of one setting read as one."""
+    """A run's recorded overrides and YAML files, without its placement (checkpoint folder, GPU), so the seeds of
+    one setting read as one."""
     overrides = json.loads(row["overrides"] or "{}")
-    overrides.pop("checkpoint_dir", None)
-    config_files = _command_config_files(row.get("command") or "")
+    for placement in ("checkpoint_dir", "gpu_id"):
+        overrides.pop(placement, None)
+    config_files = split_config_files(row.get("config_files") or "") or _command_config_files(row.get("command") or "")
     if config_files:
         overrides["config_files"] = ",".join(config_files)
     return json.dumps(overrides, sort_keys=True)
@@ -265,6 +278,13 @@ def write_summary(dataset: str, results_dir: Path) -> tuple[Path, Path]:
 
 # ----- running ------------------------------------------------------------------------------------------------
 
+def results_lock(results_dir: Path, dataset: str) -> FileLock:
+    """Held while the runs file and its summary are written: the runs of an experiment on several GPUs (one
+    process per GPU) append to the same file."""
+    Path(results_dir).mkdir(parents=True, exist_ok=True)
+    return FileLock(f"{runs_path(results_dir, dataset)}.lock")
+
+
 def run_quality(models: Sequence[str], dataset: str, seeds: Sequence[int], overrides: Mapping[str, Any],
                 results_dir: Path, config_files: Sequence[str] = (), label: str | None = None,
                 nproc: int = 1) -> tuple[Path, Path]:
@@ -279,7 +299,8 @@ def run_quality(models: Sequence[str], dataset: str, seeds: Sequence[int], overr
         raise ValueError("set seeds with --seeds/--first_seed, not --seed")
     for model in models:
         check_model_name(model)
-    summary = write_summary(dataset, results_dir)
+    with results_lock(results_dir, dataset):
+        summary = write_summary(dataset, results_dir)
     for model in models:
         for seed in seeds:
             seeded = {"show_progress": False, **overrides, "seed": seed}  # progress bars only clutter the logs
@@ -289,16 +310,117 @@ def run_quality(models: Sequence[str], dataset: str, seeds: Sequence[int], overr
                 result = run(model, dataset, config_files, seeded)
             result.saved_model_file = keep_checkpoint_per_seed(result.saved_model_file, seed)
             default_label = model if nproc == 1 else f"{model} ({nproc} GPUs)"
-            append_run(runs_path(results_dir, dataset), run_record(result, label or default_label, overrides))
-            summary = write_summary(dataset, results_dir)
+            record = run_record(result, label or default_label, overrides, config_files)
+            with results_lock(results_dir, dataset):
+                append_run(runs_path(results_dir, dataset), record)
+                summary = write_summary(dataset, results_dir)
     return summary
+
+
+# ----- experiment files ---------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class LabelledRun:
+    """One row of a results table: a model under its config files and overrides, run once per seed."""
+    label: str
+    model: str
+    config_files: tuple[str, ...] = ()
+    overrides: Mapping[str, Any] = field(default_factory=dict)
+    seeds: tuple[int, ...] = ()  # empty: the experiment's seeds
+    nproc: int = 1  # GPUs per run (RecBole's DistributedDataParallel path)
+
+
+@dataclass(frozen=True)
+class Experiment:
+    """What one results table reports (benchmarks/experiments/<dataset>.yaml)."""
+    dataset: str
+    seeds: tuple[int, ...]
+    overrides: Mapping[str, Any]  # for every run; the file's data_path is one of them
+    runs: tuple[LabelledRun, ...]
+
+
+def load_experiment(path: Path) -> Experiment:
+    spec = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+    runs = []
+    for entry in spec["runs"]:
+        unknown = set(entry) - {f.name for f in fields(LabelledRun)}
+        if unknown:
+            raise ValueError(f"{path}: run {entry.get('label')!r} has unknown keys {sorted(unknown)}")
+        runs.append(LabelledRun(**{**entry, "config_files": tuple(entry.get("config_files") or ()),
+                                   "overrides": entry.get("overrides") or {},
+                                   "seeds": tuple(entry.get("seeds") or ())}))
+    labels = [r.label for r in runs]
+    if len(set(labels)) != len(labels):
+        raise ValueError(f"{path}: every run needs its own label")
+    data_path = {"data_path": spec["data_path"]} if spec.get("data_path") else {}
+    return Experiment(dataset=spec["dataset"], seeds=tuple(spec["seeds"]),
+                      overrides={**data_path, **(spec.get("overrides") or {})}, runs=tuple(runs))
+
+
+def selected_runs(experiment: Experiment, only: Sequence[str] = ()) -> list[LabelledRun]:
+    """The experiment's runs in file order, or those labelled in ``only``."""
+    missing = set(only) - {r.label for r in experiment.runs}
+    if missing:
+        raise ValueError(f"no run labelled {sorted(missing)} in the experiment")
+    return [r for r in experiment.runs if not only or r.label in only]
+
+
+def run_experiment(experiment: Experiment, overrides: Mapping[str, Any], results_dir: Path,
+                   only: Sequence[str] = ()) -> tuple[Path, Path]:
+    """Every labelled run (or those in ``only``) for each of its seeds, one after another. Overrides from the
+    command line win over the run's, which win over the experiment's."""
+    summary = None
+    for labelled in selected_runs(experiment, only):
+        summary = run_quality([labelled.model], experiment.dataset, labelled.seeds or experiment.seeds,
+                              {**experiment.overrides, **labelled.overrides, **overrides}, results_dir,
+                              labelled.config_files, labelled.label, labelled.nproc)
+    return summary if summary is not None else write_summary(experiment.dataset, results_dir)
+
+
+def gpu_assignment(runs: Sequence[LabelledRun],
+                   gpus: Sequence[str]) -> tuple[list[tuple[str, str]], dict[str, list[str]]]:
+    """Where each run goes: the multi-GPU runs first, one after another, each on the first ``nproc`` GPUs (as
+    (GPU ids, label)); then the one-GPU runs dealt round-robin, one process per GPU working through its list."""
+    multi = [(",".join(gpus[:r.nproc]), r.label) for r in runs if r.nproc > 1]
+    if any(r.nproc > len(gpus) for r in runs):
+        raise ValueError(f"a run asks for more GPUs than --gpus={','.join(gpus)}")
+    single = [r.label for r in runs if r.nproc == 1]
+    return multi, {gpu: single[i::len(gpus)] for i, gpu in enumerate(gpus) if single[i::len(gpus)]}
+
+
+def run_experiment_on_gpus(experiment_file: Path, experiment: Experiment, gpus: Sequence[str],
+                           override_args: Sequence[str], results_dir: Path, only: Sequence[str] = ()) -> None:
+    """Each run in a process of this script with RecBole's ``gpu_id`` set (RecBole then sets
+    CUDA_VISIBLE_DEVICES), checkpoints in a folder per GPU so that runs ending in the same second keep theirs."""
+    checkpoint_root = parse_overrides(override_args).get("checkpoint_dir", "saved")
+
+    def command(gpu_ids: str, labels: Sequence[str]) -> list[str]:
+        return [sys.executable, str(Path(__file__).resolve()), f"--experiment={experiment_file}",
+                f"--results_dir={results_dir}", *(f"--only={label}" for label in labels), *override_args,
+                f"--gpu_id={gpu_ids}", f"--checkpoint_dir={checkpoint_root}/gpu{gpu_ids.replace(',', '-')}"]
+
+    multi, per_gpu = gpu_assignment(selected_runs(experiment, only), gpus)
+    for gpu_ids, label in multi:
+        subprocess.run(command(gpu_ids, [label]), check=True)
+    processes = [subprocess.Popen(command(gpu, labels)) for gpu, labels in per_gpu.items()]
+    failed = [gpu for gpu, process in zip(per_gpu, processes) if process.wait() != 0]
+    if failed:
+        raise RuntimeError(f"the runs on GPU {', '.join(failed)} failed; see their output above")
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0], allow_abbrev=False,
         epilog="Any other --key=value is a RecBole config override for every run (e.g. --data_path=DIR --epochs=50).")
-    parser.add_argument("--dataset", required=True)
+    parser.add_argument("--experiment", type=Path, default=None,
+                        help="an experiment file (benchmarks/experiments/<dataset>.yaml): dataset, seeds and the "
+                             "labelled runs of one results table; replaces the options below up to --config_files")
+    parser.add_argument("--only", action="append", default=[],
+                        help="with --experiment: run only the run of this label (repeat for several)")
+    parser.add_argument("--gpus", default="",
+                        help="with --experiment: GPU ids, comma separated; the runs are dealt round-robin, one "
+                             "process per GPU (default: one process, RecBole's device)")
+    parser.add_argument("--dataset", help="required without --experiment")
     parser.add_argument("--models", default=",".join(DEFAULT_MODELS), help="comma separated model names")
     parser.add_argument("--seeds", type=int, default=3, help="runs per model (default: 3)")
     parser.add_argument("--first_seed", type=int, default=2024, help="seeds are first_seed, first_seed + 1, ...")
@@ -313,15 +435,25 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args, rest = build_parser().parse_known_args(argv)
+    parser = build_parser()
+    args, rest = parser.parse_known_args(argv)
+    experiment = load_experiment(args.experiment) if args.experiment else None
+    dataset = experiment.dataset if experiment else args.dataset
+    if dataset is None:
+        parser.error("--dataset or --experiment is required")
     if args.summary_only:
-        md_path, _ = write_summary(args.dataset, args.results_dir)
+        md_path, _ = write_summary(dataset, args.results_dir)
+    elif experiment and args.gpus:
+        run_experiment_on_gpus(args.experiment, experiment, args.gpus.split(","), rest, args.results_dir, args.only)
+        md_path, _ = write_summary(dataset, args.results_dir)
+    elif experiment:
+        md_path, _ = run_experiment(experiment, parse_overrides(rest), args.results_dir, args.only)
     else:
         overrides = parse_overrides(rest)
         models = [m.strip() for m in args.models.split(",") if m.strip()]
         config_files = split_config_files(args.config_files)
         seeds = [args.first_seed + i for i in range(args.seeds)]
-        md_path, _ = run_quality(models, args.dataset, seeds, overrides, args.results_dir, config_files, args.label,
+        md_path, _ = run_quality(models, dataset, seeds, overrides, args.results_dir, config_files, args.label,
                                  args.nproc)
     print(md_path.read_text())
     print(f"written to {md_path.with_suffix('')}.{{md,csv}}")

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import yaml
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 
@@ -279,6 +280,64 @@ def test_quality_merges_separate_invocations_into_one_summary(tiny_runs):
     assert "| ours | SASRec | 2 |" in text and " ± " in text and "commit" in text
     assert all((r["epochs"], r["stopped_by"]) == ("1", "epoch cap") for r in runs)  # tiny config: epochs 1
     assert "- ours, SASRec: seeds 1, 2; epochs 1 (epoch cap), 1 (epoch cap); settings" in text
+
+
+def test_experiment_file_runs_its_labelled_runs_and_writes_their_rows(tmp_path, monkeypatch):
+    """One command, one experiment file: each labelled run once per seed under its own config files and
+    overrides, the command line's overrides over the file's; --only picks runs by label."""
+    monkeypatch.chdir(tmp_path)  # RecBole writes log/ and saved/ into the working directory
+    write_tiny_dataset(tmp_path / "data")
+    tiny = tiny_config_dict(tmp_path / "data", tmp_path)
+    del tiny["seed"], tiny["data_path"]  # the experiment's
+    del tiny["n_layers"]  # so that the config file's layers count (overrides win over files)
+    layers_file = str(tmp_path / "three_layers.yaml")
+    Path(layers_file).write_text("n_layers: 3\n")
+    experiment = tmp_path / "tiny.yaml"
+    experiment.write_text(yaml.safe_dump({
+        "dataset": "tiny", "data_path": "/nonexistent", "seeds": [1], "overrides": {**tiny, "epochs": 5},
+        "runs": [{"label": "SASRec", "model": "SASRec"},
+                 {"label": "SASRec (3 layers)", "model": "SASRec", "config_files": [layers_file],
+                  "overrides": {"hidden_dropout_prob": 0.1}, "seeds": [1, 2]},
+                 {"label": "GRU4Rec", "model": "GRU4Rec"}]}))
+    results = tmp_path / "results"
+    common_args = [f"--experiment={experiment}", f"--results_dir={results}", f"--data_path={tmp_path / 'data'}",
+                   "--epochs=1"]
+    quality.main([*common_args, "--only=SASRec", "--only=SASRec (3 layers)"])
+    runs = quality.read_runs(quality.runs_path(results, "tiny"))
+    assert [(r["label"], r["model"], r["seed"]) for r in runs] == [
+        ("SASRec", "SASRec", "1"), ("SASRec (3 layers)", "SASRec", "1"), ("SASRec (3 layers)", "SASRec", "2")]
+    assert all(r["epochs"] == "1" for r in runs)  # --epochs=1 over the file's 5
+    layered = [json.loads(r["overrides"]) for r in runs[1:]]
+    assert all(o["hidden_dropout_prob"] == 0.1 and o["data_path"] == str(tmp_path / "data") for o in layered)
+    assert [r["config_files"] for r in runs] == ["", layers_file, layers_file]
+    assert int(runs[1]["n_parameters"]) > int(runs[0]["n_parameters"])  # the config file's third layer
+    text = (results / "tiny.md").read_text()
+    assert "| ours | SASRec (3 layers) | 2 |" in text and "three_layers.yaml" in text and "GRU4Rec" not in text
+    quality.main([*common_args, "--only=GRU4Rec"])
+    assert [r["label"] for r in quality.read_runs(quality.runs_path(results, "tiny"))][-1] == "GRU4Rec"
+    with pytest.raises(ValueError, match="no run labelled"):
+        quality.main([*common_args, "--only=SASRec (4 layers)"])
+
+
+def test_gpu_assignment_deals_runs_round_robin_after_the_multi_gpu_runs():
+    runs = [quality.LabelledRun(label, "SASRec", nproc=nproc)
+            for label, nproc in [("a", 1), ("ddp", 2), ("b", 1), ("c", 1)]]
+    multi, per_gpu = quality.gpu_assignment(runs, ["0", "1"])
+    assert multi == [("0,1", "ddp")]
+    assert per_gpu == {"0": ["a", "c"], "1": ["b"]}
+    assert quality.gpu_assignment(runs[:1], ["3", "5"]) == ([], {"3": ["a"]})
+    with pytest.raises(ValueError, match="more GPUs"):
+        quality.gpu_assignment(runs, ["0"])
+
+
+def test_the_result_experiments_name_existing_config_files():
+    for path in sorted((Path(__file__).resolve().parents[1] / "benchmarks" / "experiments").glob("*.yaml")):
+        if path.name == "ablations.yaml":  # ablations.py's studies, another format
+            continue
+        experiment = quality.load_experiment(path)
+        assert experiment.runs and experiment.seeds
+        for labelled in experiment.runs:
+            assert all((Path(__file__).resolve().parents[1] / f).is_file() for f in labelled.config_files), path
 
 
 def test_summary_keeps_the_latest_rerun_and_lists_published_figures(tmp_path):
