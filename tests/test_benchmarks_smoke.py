@@ -330,6 +330,29 @@ def test_gpu_assignment_deals_runs_round_robin_after_the_multi_gpu_runs():
         quality.gpu_assignment(runs, ["0"])
 
 
+def test_experiment_on_gpus_starts_one_process_per_gpu_with_its_runs(tmp_path, monkeypatch):
+    experiment = quality.Experiment("tiny", (1,), {}, tuple(
+        quality.LabelledRun(label, "SASRec", nproc=nproc) for label, nproc in [("a", 1), ("ddp", 2), ("b", 1)]))
+    started = []
+
+    class RecordedProcess:
+        def __init__(self, command):
+            started.append(command)
+
+        def wait(self):
+            return 0
+
+    monkeypatch.setattr(quality.subprocess, "run", lambda command, check: started.append(command))
+    monkeypatch.setattr(quality.subprocess, "Popen", RecordedProcess)
+    quality.run_experiment_on_gpus(tmp_path / "x.yaml", experiment, ["0", "1"], ["--epochs=1"], tmp_path / "out")
+    options = [{arg.split("=", 1)[0]: arg.split("=", 1)[1] for arg in command[2:] if not arg.startswith("--only")}
+               | {"only": [arg.split("=", 1)[1] for arg in command if arg.startswith("--only=")]}
+               for command in started]
+    assert [(o["--gpu_id"], o["only"]) for o in options] == [("0,1", ["ddp"]), ("0", ["a"]), ("1", ["b"])]
+    assert [o["--checkpoint_dir"] for o in options] == ["saved/gpu0-1", "saved/gpu0", "saved/gpu1"]
+    assert all(o["--epochs"] == "1" and o["--experiment"] == str(tmp_path / "x.yaml") for o in options)
+
+
 def test_the_result_experiments_name_existing_config_files():
     for path in sorted((Path(__file__).resolve().parents[1] / "benchmarks" / "experiments").glob("*.yaml")):
         if path.name == "ablations.yaml":  # ablations.py's studies, another format
