@@ -4,7 +4,7 @@
 #
 #   bash benchmarks/gpu_queue.sh QUEUE_FILE GPU WORK
 #
-# QUEUE_FILE (benchmarks/queues/*.txt): one command per line, run from the repository root with
+# QUEUE_FILE (e.g. benchmarks/history/queues/*.txt): one command per line, run from the repository root with
 # CUDA_VISIBLE_DEVICES=GPU; blank lines and lines starting with # are skipped; $WORK, $DATA (default
 # WORK/../data), $EMB (default WORK/../emb) and $RUN_DIR (WORK/runs/<queue>-<n>, a folder of the command's own:
 # give it to --checkpoint_dir, since RecBole names checkpoints by the second they were written and two runs

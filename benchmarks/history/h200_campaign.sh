@@ -4,31 +4,31 @@
 # the first call: processes sharing a GPU are time-sliced, so three LLaDARec runs on one GPU each ran 3.3x slower
 # than one alone; keep at most one LLaDARec and two small baselines per GPU.
 #
-#   bash benchmarks/h200_campaign.sh beauty WORK    # the Beauty seeds, the speed benchmark, Scientific's SIDs:
+#   bash benchmarks/history/h200_campaign.sh beauty WORK    # the Beauty seeds, the speed benchmark, Scientific's SIDs:
 #       GPU 0  Beauty LLaDARec seed 1 alone, then anomaly_mode.py and speed.py on the idle GPU
 #       GPU 1  Beauty LLaDARec seed 2, SASRec seeds 1-2       GPU 2  Beauty LLaDARec seed 3, SASRec seed 3,
 #       GPU 3  Scientific collaborative SIDs, then Scientific          BERT4Rec seed 1
 #              LLaDARec seed 1 with the time that is left
-#   bash benchmarks/h200_campaign.sh finish WORK    # what the beauty part left unfinished:
+#   bash benchmarks/history/h200_campaign.sh finish WORK    # what the beauty part left unfinished:
 #       GPU 0  Beauty SASRec seeds 1-2                       GPU 1  Beauty SASRec seed 3, BERT4Rec seed 1
 #       GPU 2  Scientific SIDs, then LLaDARec seed 1         GPU 3  Scientific BERT4Rec seed 1, Beauty BERT4Rec seed 2
-#   bash benchmarks/h200_campaign.sh single WORK    # session 4, one GPU (only nvidia-h200 was lent): runs
+#   bash benchmarks/history/h200_campaign.sh single WORK    # session 4, one GPU (only nvidia-h200 was lent): runs
 #       that need more than one 10-minute call, so start it with setsid (it outlives the call that starts it while
 #       the machine stays warm) and collect WORK's results in the calls that follow. Three streams share the GPU:
 #         Scientific LLaDARec seeds 1-3 (the full 12-epoch schedule), then ml-100k LLaDARec at the paper's size;
 #         Scientific baselines seeds 2-3, two at a time;
 #         Beauty BERT4Rec seed 3, then ml-100k BERT4Rec seeds 2-3 and FMLPRec seed 3.
-#   bash benchmarks/h200_campaign.sh followup WORK  # what session 4 left, on one GPU and across calls like `single`:
+#   bash benchmarks/history/h200_campaign.sh followup WORK  # what session 4 left, on one GPU and across calls like `single`:
 #         ml-100k LLaDARec (paper size) seeds 2-3, then Scientific LLaDARec over 24 epochs (twice the schedule);
 #         Scientific BERT4Rec seeds 2-3;
 #         Scientific GRU4Rec and FMLPRec seed 3, then ml-100k SASRec at LLaDARec's size, 3 seeds.
-#   bash benchmarks/h200_campaign.sh x2 WORK        # session 5, two GPUs (nvidia-h200-x2), started like `single`:
+#   bash benchmarks/history/h200_campaign.sh x2 WORK        # session 5, two GPUs (nvidia-h200-x2), started like `single`:
 #       GPUs 0+1  Scientific LLaDARec seed 1 (DDP, the 12-epoch schedule), alone on the machine; then
 #       GPU 0     Scientific LLaDARec seed 1 over 24 epochs, alone on its GPU: the one-GPU epoch times, and the
 #                 longer schedule; then ml-100k SASRec at LLaDARec's size, 3 seeds
 #       GPU 1     ml-100k LLaDARec (paper size) seeds 2-3, next to the Scientific baseline seeds still missing
 #                 (BERT4Rec 2-3, GRU4Rec and FMLPRec 3)
-#   bash benchmarks/h200_campaign.sh scaling WORK   # one GPU against two, both alone on their GPUs:
+#   bash benchmarks/history/h200_campaign.sh scaling WORK   # one GPU against two, both alone on their GPUs:
 #       GPUs 0+1  Beauty LLaDARec seed 1 (DDP), then     GPU 2  Beauty LLaDARec seed 1 on one GPU
 #                 Beauty BERT4Rec seed 3 on GPU 0        GPU 3  Scientific LLaDARec seed 2 (SIDs from the
 #                                                               cache in WORK/Scientific/sid_cache, else built)
