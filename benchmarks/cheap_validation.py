@@ -24,6 +24,7 @@ if __package__ in (None, ""):  # run as a file: make the repository root importa
 
 from benchmarks import valid_curves
 from benchmarks.common import RESULTS_DIR
+from recbole.utils import init_logger
 from recbole_llada import quick_start
 
 DECODINGS: dict[str, dict[str, Any]] = {"marginal": {"scoring": "marginal"}, "greedy": {"scoring": "beam", "num_beams": 1}}
@@ -67,6 +68,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     overrides: Mapping[str, Any] = {"eval_step": 1, **quick_start.parse_overrides(rest)}
     config = quick_start.build_config("LLaDARec", args.dataset, args.config_files.split(), overrides)
     quick_start.ensure_dataset_files(config)
+    init_logger(config)
     experiment = quick_start.prepare(config)
     curves = add_comparison_curves(experiment.trainer, experiment.valid_data, compare)
     experiment.trainer.fit(experiment.train_data, experiment.valid_data, saved=False,
