@@ -65,6 +65,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from recbole_llada.devices import default_device
 from recbole_llada.sid.cache import ArrayCache, fingerprint
 from recbole_llada.sid.embed import (DEFAULT_TEXT_ENCODER, encode_texts, fuse_embeddings, load_embedding_file,
                                      pca_whiten)
@@ -293,7 +294,7 @@ def build_semantic_ids(cfg: SIDConfig, item_ids: list[str], train_item_mask: np.
     items, train = list(item_ids[1:]), train_item_mask[1:]
     if not train.any():
         raise ValueError("no training items: the quantizer is fitted on items seen in training")
-    device = cfg.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    device = cfg.device or default_device()
     cache = ArrayCache(cfg.cache_dir) if cfg.cache_dir else None
     stage_seconds: dict[str, float] = {}
     cache_hits: dict[str, bool] = {}

@@ -9,7 +9,7 @@ import torch
 from torch import Tensor
 
 from recbole_llada.sid.quantizers.base import FitReport, Quantizer
-from recbole_llada.sid.quantizers.kmeans import kmeans, squared_distances
+from recbole_llada.sid.quantizers.kmeans import residual_kmeans, squared_distances
 
 
 @dataclass
@@ -40,13 +40,8 @@ class ResidualKMeansQuantizer(Quantizer):
 
     def fit(self, train_embeddings: Tensor) -> FitReport:
         start = time.perf_counter()
-        residual = train_embeddings.detach().float().to(self.cfg.device)
-        codebooks = []
-        for level in range(self.n_heads):
-            result = kmeans(residual, self.codebook_size, self.cfg.kmeans_iters, self.cfg.seed + level)
-            codebooks.append(result.centers)
-            residual = residual - result.centers[result.assignments]
-        self.codebooks = torch.stack(codebooks)
+        self.codebooks = residual_kmeans(train_embeddings.detach().float().to(self.cfg.device), self.codebook_size,
+                                         self.n_heads, self.cfg.kmeans_iters, self.cfg.seed)
         return FitReport(seconds=time.perf_counter() - start)
 
     def _fitted(self) -> Tensor:
