@@ -243,6 +243,9 @@ class SIDReport:
     reconstruction_error: float  # mean squared error per embedding dimension, all items
     epochs: int = 0
     best_epoch: int = 0
+    check_epochs: list[int] = field(default_factory=list)  # the tokenizer's checks (VAE tokenizers only)
+    loss_history: list[float] = field(default_factory=list)  # training loss at each check
+    collision_history: list[int] = field(default_factory=list)  # training-item collisions at each check
     stage_seconds: dict[str, float] = field(default_factory=dict)
     cache_hits: dict[str, bool] = field(default_factory=dict)
 
@@ -254,9 +257,10 @@ class SIDReport:
             f"Sinkhorn re-assignment -> {self.collisions_after} after make_unique ({self.n_moved} items moved)",
             f"reconstruction MSE: {self.reconstruction_error:.4f}"
             + (f" (checkpoint of epoch {self.best_epoch} of {self.epochs})" if self.epochs else ""),
-            "",
-            f"{'head':>4} | {'distinct codes':>14} | {'perplexity':>10}",
         ]
+        if self.check_epochs:
+            lines.append(self._checks_line())
+        lines += ["", f"{'head':>4} | {'distinct codes':>14} | {'perplexity':>10}"]
         for head, (usage, perplexity) in enumerate(zip(self.code_usage, self.perplexity), start=1):
             lines.append(f"{head:>4} | {usage:>14} | {perplexity:>10.1f}")
         lines += ["", f"{'stage':<12} | {'seconds':>8}"]
@@ -264,6 +268,14 @@ class SIDReport:
         hits = ", ".join(f"{name} {'hit' if hit else 'miss'}" for name, hit in self.cache_hits.items())
         lines.append(f"cache: {hits or 'off'}")
         return "\n".join(lines)
+
+    def _checks_line(self, shown: int = 3) -> str:
+        """The first and last ``shown`` checks, enough to see whether training still moved at the end."""
+        checks = [f"{epoch}: {loss:.4f} / {collisions}"
+                  for epoch, loss, collisions in zip(self.check_epochs, self.loss_history, self.collision_history)]
+        if len(checks) > 2 * shown:
+            checks = [*checks[:shown], "...", *checks[-shown:]]
+        return "checks (epoch: loss / training-item collisions): " + ", ".join(checks)
 
 
 @dataclass
@@ -421,7 +433,9 @@ def _quantize(cfg: SIDConfig, item_vectors: np.ndarray, train: np.ndarray, devic
         code_usage=[int(len(torch.unique(final[:, head]))) for head in range(cfg.n_heads)],
         perplexity=[_perplexity(final[:, head], cfg.codebook_size) for head in range(cfg.n_heads)],
         reconstruction_error=quantizer.reconstruction_error(reduced),
-        epochs=fit_report.epochs, best_epoch=fit_report.best_epoch, stage_seconds=dict(stage_seconds))
+        epochs=fit_report.epochs, best_epoch=fit_report.best_epoch, check_epochs=fit_report.check_epochs,
+        loss_history=fit_report.loss_history, collision_history=fit_report.collision_history,
+        stage_seconds=dict(stage_seconds))
     return final.numpy(), report
 
 

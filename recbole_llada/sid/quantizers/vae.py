@@ -243,6 +243,7 @@ def _train(model: VQAutoencoder, data: Tensor, cfg: VAEConfig, show_progress: bo
     all_rows = torch.arange(n_items, device=device)
 
     best_score, best_collisions, best_epoch, best_state = math.inf, 0, 0, None
+    check_epochs: list[int] = []
     loss_history: list[float] = []
     collision_history: list[int] = []
     epoch_loss = torch.zeros((), device=device)
@@ -266,6 +267,7 @@ def _train(model: VQAutoencoder, data: Tensor, cfg: VAEConfig, show_progress: bo
             raise ValueError(f"SID tokenizer training diverged at epoch {epoch} (loss {mean_loss})")
         model.eval()
         collisions = count_collisions(_codes(model, data))
+        check_epochs.append(epoch)
         loss_history.append(mean_loss)
         collision_history.append(collisions)
         progress.set_postfix(loss=f"{mean_loss:.4f}", collisions=collisions)
@@ -278,8 +280,8 @@ def _train(model: VQAutoencoder, data: Tensor, cfg: VAEConfig, show_progress: bo
     logger.info("SID tokenizer: kept epoch %d of %d (rule: %s) with %d collisions among %d training items",
                 best_epoch, cfg.epochs, cfg.checkpoint_rule, best_collisions, n_items)
     return FitReport(seconds=time.perf_counter() - start, epochs=cfg.epochs, best_epoch=best_epoch,
-                     best_collisions=int(best_collisions), final_loss=loss_history[-1], loss_history=loss_history,
-                     collision_history=collision_history)
+                     best_collisions=int(best_collisions), final_loss=loss_history[-1], check_epochs=check_epochs,
+                     loss_history=loss_history, collision_history=collision_history)
 
 
 class AutoencoderQuantizer(Quantizer):
