@@ -14,10 +14,11 @@ from recbole_llada.sid.quantizers.kmeans import residual_kmeans, squared_distanc
 
 @dataclass
 class KMeansQuantizerConfig:
-    """Hyperparameters of the k-means based quantizers (RQ-KMeans, OPQ)."""
+    """Hyperparameters of the k-means based quantizers (RQ-KMeans, OPQ); the SID shape (n_heads, codebook_size)
+    has its default in properties/model/LLaDARec.yaml and is always passed."""
 
-    n_heads: int = 4
-    codebook_size: int = 256
+    n_heads: int
+    codebook_size: int
     kmeans_iters: int = 100
     opq_iters: int = 10  # OPQ only: alternations between PQ codebooks and the rotation
     seed: int = 2024

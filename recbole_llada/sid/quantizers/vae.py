@@ -35,10 +35,11 @@ _EVAL_ROWS = 65536
 
 @dataclass
 class VAEConfig:
-    """Hyperparameters of the MH-VQVAE and RQ-VAE quantizers; defaults are the official config's."""
+    """Hyperparameters of the MH-VQVAE and RQ-VAE quantizers; defaults are the official config's. The SID shape
+    (n_heads, codebook_size) has its default in properties/model/LLaDARec.yaml and is always passed."""
 
-    n_heads: int = 4
-    codebook_size: int = 256
+    n_heads: int
+    codebook_size: int
     code_dim: int = 32
     hidden_sizes: tuple[int, ...] = (512, 256)
     epochs: int = 10000
