@@ -169,6 +169,7 @@ def test_train_time_budget_stops_after_the_epoch_that_spent_it(tiny_world, tmp_p
     assert "recall@10" in trainer.evaluate(test, load_best_model=True)
 
 
+@pytest.mark.slow
 def test_training_learns_the_ring_and_checkpoints_reload_identically(tiny_world, tmp_path):
     config, train, valid, test = tiny_world
     config["epochs"] = 25
