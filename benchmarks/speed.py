@@ -25,7 +25,6 @@ appends ``-X``).
 from __future__ import annotations
 
 import argparse
-import contextlib
 import dataclasses
 import itertools
 import sys
@@ -43,6 +42,7 @@ from benchmarks.common import (RESULTS_DIR, Timing, build_synthetic_model, encod
                                hardware_slug, matmul_tflops, pick_device, synthetic_batch, synthetic_dataset,
                                time_repeated, write_csv, write_markdown)
 from benchmarks.reference_decode import reference_full_sort_predict
+from recbole_llada.devices import bf16_autocast
 from recbole_llada.results import markdown_table, provenance
 
 
@@ -166,13 +166,6 @@ def mask_suffix(dense_mask: bool) -> str:
 
 def count_parameters(model: torch.nn.Module) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
-
-
-def bf16_autocast(device: torch.device):
-    """What LLaDARecTrainer uses: bf16 autocast on CUDA, nothing elsewhere."""
-    if device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return contextlib.nullcontext()
 
 
 def fast_precision(device: torch.device) -> str:

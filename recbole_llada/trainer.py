@@ -20,7 +20,6 @@ inherited unchanged):
 
 from __future__ import annotations
 
-import contextlib
 import math
 import time
 
@@ -29,6 +28,7 @@ from recbole.utils import set_color
 from torch.nn.utils import clip_grad_norm_
 from tqdm import tqdm
 
+from recbole_llada.devices import bf16_autocast
 from recbole_llada.resume import ResumableTrainer
 
 
@@ -68,11 +68,6 @@ class LLaDARecTrainer(ResumableTrainer):
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, lambda step: warmup_cosine(step, total_steps, warmup_steps))
 
-    def _autocast(self):
-        if self.device.type == "cuda":
-            return torch.autocast("cuda", dtype=torch.bfloat16)
-        return contextlib.nullcontext()
-
     def _budget_exhausted(self) -> bool:
         exhausted = bool(self.train_time_budget) and (
             time.perf_counter() - self._first_epoch_start > self.train_time_budget)
@@ -111,7 +106,7 @@ class LLaDARecTrainer(ResumableTrainer):
             if not self.config["single_spec"]:
                 self.set_reduce_hook()
                 sync_loss = self.sync_grad_loss()
-            with self._autocast():
+            with bf16_autocast(self.device):
                 loss = loss_func(interaction)
             (loss + sync_loss).backward()
             clip_grad_norm_(self.model.parameters(), self.max_grad_norm)

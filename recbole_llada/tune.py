@@ -16,12 +16,9 @@ import datetime as dt
 import logging
 import math
 import os
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Sequence
-
-import yaml
 
 from recbole_llada import config_check, quick_start, resources
 from recbole_llada.errors import UserInputError
@@ -58,28 +55,6 @@ DEVICE_KEYS = ("gpu_id", "use_gpu", "device")
 VALID_SCORE = "valid_score"
 EPOCH = "epoch"
 LAST_VALIDATION = "last_validation"
-
-
-class _RecBoleYamlLoader(yaml.SafeLoader):
-    """Reads ``1e-4`` as a float, as RecBole's own config loader does (plain YAML 1.1 reads it as a string)."""
-
-
-_RecBoleYamlLoader.add_implicit_resolver(
-    "tag:yaml.org,2002:float",
-    re.compile(r"^[-+]?(?:[0-9][0-9_]*\.[0-9_]*(?:[eE][-+]?[0-9]+)?|[0-9][0-9_]*[eE][-+]?[0-9]+|\.[0-9_]+"
-               r"(?:[eE][-+]?[0-9]+)?|\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$"),
-    list("-+0123456789."),
-)
-
-
-def load_yaml(path: str | os.PathLike) -> dict[str, Any]:
-    with open(path) as f:
-        loaded = yaml.load(f, Loader=_RecBoleYamlLoader)
-    if loaded is None:
-        return {}
-    if not isinstance(loaded, dict):
-        raise UserInputError(f"{path} must hold a mapping of config keys, found {type(loaded).__name__}.")
-    return loaded
 
 
 @dataclass(frozen=True)
@@ -129,7 +104,7 @@ def _check_dimension(key: str, spec: Any) -> SearchDimension:
 
 def load_space(space: str | os.PathLike) -> dict[str, SearchDimension]:
     """Parse and check a search-space YAML (``key: {sampler: [args]}`` per line)."""
-    raw = load_yaml(resolve_space_file(space))
+    raw = resources.load_yaml(resolve_space_file(space))
     if not raw:
         raise UserInputError(f"Search space {str(space)!r} is empty.")
     return {key: _check_dimension(key, spec) for key, spec in raw.items()}
@@ -426,7 +401,7 @@ def best_config_dict(user_files: Sequence[str], overrides: Mapping[str, Any],
     """User config files, then fixed overrides, then the best parameters: everything the search fixed by hand."""
     merged: dict[str, Any] = {}
     for path in user_files:
-        merged.update(load_yaml(path))
+        merged.update(resources.load_yaml(path))
     merged.update(overrides)
     merged.update(params)
     return {key: value for key, value in absolute_paths(merged).items() if key not in DEVICE_KEYS}

@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -93,3 +94,33 @@ def tiny_config_dict(data_path: Path, tmp_path: Path, **overrides) -> dict:
     }
     config.update(overrides)
     return config
+
+
+# A tiny LLaDARec: SIDs from random item vectors (no text encoder needed), one small encoder, few beams.
+TINY_LLADA = dict(gen_steps=2, sid_n_heads=2, sid_codebook_size=8, sid_code_dim=4, sid_hidden_sizes=[16],
+                  sid_epochs=20, sid_check_every=10, sid_pca_dim=0, item_embedding="file", hidden_size=16,
+                  n_layers=1, n_heads=2, mlp_ratio=2, temperature=1.0, num_beams=6, valid_num_beams=3,
+                  decode_batch_size=16, train_batch_size=64)
+
+
+def tiny_llada_config_dict(root: Path, n_items: int = 30, vector_dim: int = 8, **overrides) -> dict:
+    """``tiny_config_dict`` plus TINY_LLADA on the tiny dataset of ``n_items`` items, written (with the item
+    vectors its SIDs come from) under root; overrides replace any key."""
+    write_tiny_dataset(root / "data", n_items=n_items)
+    np.save(root / "vectors.npy", np.random.default_rng(0).normal(size=(n_items, vector_dim)).astype(np.float32))
+    (root / "ids.txt").write_text("\n".join(f"i{i}" for i in range(1, n_items + 1)) + "\n")
+    files = dict(sid_embedding_file=str(root / "vectors.npy"), sid_embedding_ids_file=str(root / "ids.txt"),
+                 sid_cache_dir=str(root / "sid_cache"))
+    return tiny_config_dict(root / "data", root, **{**TINY_LLADA, **files, **overrides})
+
+
+def prepare_tiny_llada(config_dict: dict) -> tuple:
+    """(config, train, valid, test) of LLaDARec on the tiny dataset, as RecBole's quick start prepares them."""
+    from recbole.config import Config
+    from recbole.data import create_dataset, data_preparation
+    from recbole.utils import init_seed
+
+    config = Config(model="LLaDARec", dataset=TINY_DATASET, config_dict=config_dict)
+    init_seed(config["seed"], config["reproducibility"])
+    train, valid, test = data_preparation(config, create_dataset(config))
+    return config, train, valid, test

@@ -8,16 +8,14 @@ import statistics
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/ sits beside the package
 
 from benchmarks import ablations, tradeoff  # noqa: E402
-from conftest import TINY_DATASET, tiny_config_dict, write_tiny_dataset  # noqa: E402
+from conftest import TINY_DATASET, tiny_llada_config_dict  # noqa: E402
 from recbole_llada.quick_start import run  # noqa: E402
-from test_benchmarks_smoke import LLADA_TINY  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -30,11 +28,7 @@ STUDIES = ablations.load_studies()
 def setup(tmp_path_factory):
     """The overrides every run takes, and one LLaDARec checkpoint (with its run's result) for the decode studies."""
     root = tmp_path_factory.mktemp("ablations")
-    write_tiny_dataset(root / "data", n_items=N_ITEMS)
-    np.save(root / "vectors.npy", np.random.default_rng(0).normal(size=(N_ITEMS, 8)).astype(np.float32))
-    (root / "ids.txt").write_text("\n".join(f"i{i}" for i in range(1, N_ITEMS + 1)) + "\n")
-    overrides = {**tiny_config_dict(root / "data", root), **LLADA_TINY, "sid_embedding_file": str(root / "vectors.npy"),
-                 "sid_embedding_ids_file": str(root / "ids.txt"), "sid_cache_dir": str(root / "sid_cache")}
+    overrides = tiny_llada_config_dict(root, N_ITEMS)
     del overrides["seed"]  # the seeds are the script's
     with pytest.MonkeyPatch.context() as patch:
         patch.chdir(root)  # RecBole writes log/ into the working directory

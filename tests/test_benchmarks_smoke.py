@@ -23,7 +23,7 @@ from torch.utils.flop_counter import FlopCounterMode
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/ sits beside the package
 
 from benchmarks import common, quality, reference_decode, speed, tradeoff  # noqa: E402
-from conftest import tiny_config_dict, write_tiny_dataset  # noqa: E402
+from conftest import tiny_config_dict, tiny_llada_config_dict  # noqa: E402
 from recbole_llada.quick_start import RunResult  # noqa: E402
 
 CPU = torch.device("cpu")
@@ -241,28 +241,18 @@ def test_profile_labels_regions_and_categories_and_writes_md(tmp_path):
 
 # ----- quality and tradeoff (one tiny training run each, shared) ---------------------------------------------
 
-LLADA_TINY = dict(gen_steps=2, sid_n_heads=2, sid_codebook_size=8, sid_code_dim=4, sid_hidden_sizes=[16],
-                  sid_epochs=20, sid_check_every=10, sid_pca_dim=0, item_embedding="file", hidden_size=16,
-                  n_layers=1, n_heads=2, mlp_ratio=2, temperature=1.0, num_beams=6, valid_num_beams=3,
-                  decode_batch_size=16, train_batch_size=64)
-
-
 @pytest.fixture(scope="module")
 def tiny_runs(tmp_path_factory):
     """SASRec with two seeds and LLaDARec with one, as two separate invocations into the same results folder."""
     root = tmp_path_factory.mktemp("quality")
-    write_tiny_dataset(root / "data", n_items=30)
-    np.save(root / "vectors.npy", np.random.default_rng(0).normal(size=(30, 8)).astype(np.float32))
-    (root / "ids.txt").write_text("\n".join(f"i{i}" for i in range(1, 31)) + "\n")
+    llada_overrides = tiny_llada_config_dict(root)
     overrides = tiny_config_dict(root / "data", root)
-    del overrides["seed"]  # the seeds are run_quality's
+    del overrides["seed"], llada_overrides["seed"]  # the seeds are run_quality's
     results = root / "results"
     with pytest.MonkeyPatch.context() as patch:
         patch.chdir(root)  # RecBole writes log/ into the working directory
         quality.run_quality(["SASRec"], "tiny", [1, 2], overrides, results)
-        quality.run_quality(["LLaDARec"], "tiny", [1], {
-            **overrides, **LLADA_TINY, "sid_embedding_file": str(root / "vectors.npy"),
-            "sid_embedding_ids_file": str(root / "ids.txt"), "sid_cache_dir": str(root / "sid_cache")}, results)
+        quality.run_quality(["LLaDARec"], "tiny", [1], llada_overrides, results)
     return results
 
 

@@ -13,7 +13,8 @@ from recbole.data import create_dataset, data_preparation
 from recbole.utils import get_trainer, init_seed
 
 from conftest import tiny_config_dict, write_tiny_dataset
-from recbole_llada.model.fmlp_rec import FMLPRec, frequency_filter, left_align
+from recbole_llada.model.fmlp_rec import FMLPRec, frequency_filter
+from recbole_llada.model.layers import left_align
 
 
 def circular_convolution_by_hand(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:

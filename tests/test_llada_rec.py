@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 import torch
 from recbole.config import Config
@@ -10,41 +9,25 @@ from recbole.data import create_dataset, data_preparation
 from recbole.utils import get_trainer, init_seed
 
 from recbole_llada import quick_start
+from recbole_llada.model import llada_rec
 from recbole_llada.model.llada_rec import PAD_TOKEN, LLaDARec
 
-from conftest import tiny_config_dict, write_tiny_dataset
+from conftest import prepare_tiny_llada, tiny_llada_config_dict
 
 N_ITEMS = 30
 
 
 def llada_config_dict(root, **overrides) -> dict:
-    """A tiny LLaDARec on the tiny ring dataset; SIDs from random item vectors (no text encoder needed)."""
-    rng = np.random.default_rng(0)
-    np.save(root / "item_vectors.npy", rng.normal(size=(N_ITEMS, 16)).astype(np.float32))
-    (root / "item_ids.txt").write_text("\n".join(f"i{i}" for i in range(1, N_ITEMS + 1)) + "\n")
-    config = tiny_config_dict(
-        root / "data", root,
-        item_embedding="file", sid_embedding_file=str(root / "item_vectors.npy"),
-        sid_embedding_ids_file=str(root / "item_ids.txt"), sid_pca_dim=0,
-        sid_n_heads=2, sid_codebook_size=8, sid_code_dim=4, sid_hidden_sizes=[16], sid_epochs=30,
-        sid_check_every=10, sid_cache_dir=str(root / "sid_cache"),
-        hidden_size=32, n_layers=2, n_heads=2, mlp_ratio=2, dropout_prob=0.0, temperature=1.0,
-        his_mask_weight=1.0, learning_rate=0.01, weight_decay=0.0, train_batch_size=32,
-        gen_steps=2, num_beams=12, valid_num_beams=4, decode_batch_size=16,
-    )
-    config.update(overrides)
-    return config
+    """The tiny LLaDARec of conftest, a little larger and trained a little longer, on the ring dataset under root."""
+    return tiny_llada_config_dict(root, N_ITEMS, vector_dim=16, **{
+        "sid_epochs": 30, "hidden_size": 32, "n_layers": 2, "dropout_prob": 0.0, "his_mask_weight": 1.0,
+        "learning_rate": 0.01, "weight_decay": 0.0, "train_batch_size": 32, "num_beams": 12, "valid_num_beams": 4,
+        **overrides})
 
 
 @pytest.fixture(scope="module")
 def tiny_world(tmp_path_factory):
-    root = tmp_path_factory.mktemp("llada")
-    write_tiny_dataset(root / "data", n_items=N_ITEMS)
-    config = Config(model="LLaDARec", dataset="tiny", config_dict=llada_config_dict(root))
-    init_seed(config["seed"], config["reproducibility"])
-    dataset = create_dataset(config)
-    train, valid, test = data_preparation(config, dataset)
-    return config, train, valid, test
+    return prepare_tiny_llada(llada_config_dict(tmp_path_factory.mktemp("llada")))
 
 
 def new_model(tiny_world, **overrides) -> LLaDARec:
@@ -186,6 +169,7 @@ def test_train_time_budget_stops_after_the_epoch_that_spent_it(tiny_world, tmp_p
     assert "recall@10" in trainer.evaluate(test, load_best_model=True)
 
 
+@pytest.mark.slow
 def test_training_learns_the_ring_and_checkpoints_reload_identically(tiny_world, tmp_path):
     config, train, valid, test = tiny_world
     config["epochs"] = 25
@@ -227,7 +211,6 @@ def test_distributed_budget_follows_rank0s_clock(tiny_world, monkeypatch):
 def test_collaborative_sids_report_sasrecs_time_as_the_embed_stage(tmp_path):
     config = Config(model="LLaDARec", dataset="tiny", config_dict=llada_config_dict(
         tmp_path, item_embedding="collaborative", sid_collab_epochs=1, sid_collab_hidden_size=8))
-    write_tiny_dataset(tmp_path / "data", n_items=N_ITEMS)
     init_seed(config["seed"], config["reproducibility"])
     train, _, _ = data_preparation(config, create_dataset(config))
     stages = train._dataset.sid_report.stage_seconds
@@ -507,11 +490,12 @@ def test_an_epoch_reports_each_weighted_loss_part(tiny_world):
         assert f"{name} loss: {part:.4f}" in line
 
 
-def test_every_scoring_mode_and_the_scorer_loss_run_under_bf16_autocast(tiny_world):
-    """CUDA decodes under bf16 autocast (the model's _autocast); CPU autocast mimics its mixed dtypes here."""
+def test_every_scoring_mode_and_the_scorer_loss_run_under_bf16_autocast(tiny_world, monkeypatch):
+    """CUDA decodes under bf16 autocast (devices.bf16_autocast); CPU autocast mimics its mixed dtypes here."""
     model = new_model(tiny_world, **SCORER)
-    model._autocast = lambda: torch.autocast("cpu", dtype=torch.bfloat16)
-    with model._autocast():
+    cpu_autocast = lambda device: torch.autocast("cpu", dtype=torch.bfloat16)  # noqa: E731
+    monkeypatch.setattr(llada_rec, "bf16_autocast", cpu_autocast)
+    with cpu_autocast(model.item_sid.device):
         assert torch.isfinite(model.calculate_loss(first_batch(tiny_world[1])))
     model.eval()
     interaction, _ = catalog_batch(tiny_world, model, n_users=3)

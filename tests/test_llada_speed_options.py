@@ -4,29 +4,21 @@ from __future__ import annotations
 
 import pytest
 import torch
-from recbole.config import Config
-from recbole.data import create_dataset, data_preparation
 from recbole.utils import init_seed
 
 from recbole_llada.model.llada_rec import PAD_TOKEN, LLaDARec
 
-from conftest import write_tiny_dataset
-from test_llada_rec import N_ITEMS, first_batch, llada_config_dict
+from conftest import prepare_tiny_llada
+from test_llada_rec import first_batch, llada_config_dict
 
 
 @pytest.fixture(scope="module")
 def tiny_world(tmp_path_factory):
-    root = tmp_path_factory.mktemp("llada_speed")
-    write_tiny_dataset(root / "data", n_items=N_ITEMS)
-    config = Config(model="LLaDARec", dataset="tiny", config_dict=llada_config_dict(root))
-    init_seed(config["seed"], config["reproducibility"])
-    dataset = create_dataset(config)
-    train, _, test = data_preparation(config, dataset)
-    return config, train, test
+    return prepare_tiny_llada(llada_config_dict(tmp_path_factory.mktemp("llada_speed")))
 
 
 def new_model(tiny_world) -> LLaDARec:
-    config, train, _ = tiny_world
+    config, train, _, _ = tiny_world
     init_seed(config["seed"], config["reproducibility"])
     return LLaDARec(config, train._dataset)
 
@@ -40,7 +32,7 @@ def loss_and_gradients(model: LLaDARec, batch) -> tuple[torch.Tensor, list[torch
 
 
 def test_key_padding_mask_trains_and_decodes_as_the_dense_mask(tiny_world):
-    _, train, test = tiny_world
+    _, train, _, test = tiny_world
     batch = first_batch(train)
     model = new_model(tiny_world)
     history = model.history_tokens(batch[model.ITEM_SEQ], batch[model.ITEM_SEQ_LEN])
@@ -79,7 +71,7 @@ def test_compile_key_compiles_the_forward_in_place(tiny_world, monkeypatch):
         return real_compile(function, backend=record_graph, **kwargs)
 
     monkeypatch.setattr(torch, "compile", compile_recorded)
-    config, train, test = tiny_world
+    config, train, _, test = tiny_world
     plain = new_model(tiny_world)
     config["compile"] = True
     try:

@@ -143,6 +143,7 @@ def test_both_loss_parts_reach_the_log_and_tensorboard(tiny_data_path, tmp_path)
     assert f"item loss: {item_loss:.4f}" in line and f"history loss: {his_loss:.4f}" in line
 
 
+@pytest.mark.slow
 def test_a_killed_run_resumes_to_the_metrics_of_an_uninterrupted_one(tiny_data_path, tmp_path):
     """kill -9 as soon as the first checkpoint exists (or, on a fast machine, after the run ended: then resuming
     only tests the checkpoint), resume, and compare with the same run uninterrupted."""

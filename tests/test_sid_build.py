@@ -73,6 +73,11 @@ def test_pipeline_gives_distinct_sids_and_fits_on_training_items(tmp_path, fake_
     assert report.cache_hits == {}
     text = report.format()
     assert "collisions:" in text and "perplexity" in text and "fit" in text
+    vae = tokenizer in ("mh_vqvae", "rq_vae")
+    assert len(report.check_epochs) == len(report.loss_history) == len(report.collision_history)
+    assert bool(report.check_epochs) == vae and ("checks (epoch: loss" in text) == vae
+    if vae:
+        assert report.check_epochs[-1] == report.epochs and report.best_epoch in report.check_epochs
 
 
 def test_pipeline_accepts_an_embedding_matrix(tmp_path):

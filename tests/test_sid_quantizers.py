@@ -97,6 +97,7 @@ def test_kept_checkpoint_is_the_one_the_rule_picks_among_the_checks(rule):
     quantizer = MultiHeadVQVAEQuantizer(cfg, show_progress=False)
     report = quantizer.fit(x)
     check_epochs = list(range(5, 41, 5))
+    assert report.check_epochs == check_epochs
     assert len(report.loss_history) == len(report.collision_history) == len(check_epochs)
     scores = report.collision_history if rule == "collision" else report.loss_history
     first_best = check_epochs[scores.index(min(scores))]  # ties: the earliest, as the official trainer keeps

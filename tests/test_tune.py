@@ -173,6 +173,7 @@ def trial_with_lr(summary, learning_rate):
     return trial
 
 
+@pytest.mark.slow  # the shared tiny_search fixture runs a whole search
 def test_table_has_one_row_per_trial_with_finite_valid_scores(tiny_search):
     with open(tiny_search.tune_dir / "trials.csv") as f:
         rows = list(csv.DictReader(f))
@@ -186,6 +187,7 @@ def test_table_has_one_row_per_trial_with_finite_valid_scores(tiny_search):
     assert (tiny_search.tune_dir / "valid_curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+@pytest.mark.slow  # the shared tiny_search fixture runs a whole search
 def test_asha_stops_the_trial_that_cannot_learn(tiny_search):
     good, frozen = trial_with_lr(tiny_search, GOOD_LR), trial_with_lr(tiny_search, FROZEN_LR)
     assert good.status == TERMINATED and good.epochs_run == EPOCHS
@@ -193,6 +195,7 @@ def test_asha_stops_the_trial_that_cannot_learn(tiny_search):
     assert frozen.best_valid(True) < good.valid_curve[0][1]
 
 
+@pytest.mark.slow  # the shared tiny_search fixture runs a whole search
 def test_invalid_config_is_an_error_row_and_the_search_completes(tiny_search):
     invalid = trial_with_lr(tiny_search, INVALID_LR)
     assert invalid.status == ERROR and invalid.epochs_run == 0
@@ -201,6 +204,7 @@ def test_invalid_config_is_an_error_row_and_the_search_completes(tiny_search):
     assert tiny_search.test_result and all(math.isfinite(v) for v in tiny_search.test_result.values())
 
 
+@pytest.mark.slow  # the shared tiny_search fixture runs a whole search
 def test_best_config_yaml_reruns_to_the_same_scores(tiny_search):
     best_config = yaml.safe_load(tiny_search.best_config_file.read_text())
     assert best_config["learning_rate"] == GOOD_LR and Path(best_config["data_path"]).is_absolute()

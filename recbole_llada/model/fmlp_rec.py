@@ -14,27 +14,9 @@ from torch import nn
 
 from recbole.model.abstract_recommender import SequentialRecommender
 
+from recbole_llada.model.layers import left_align
+
 ACTIVATIONS = {"gelu": F.gelu, "relu": F.relu, "swish": F.silu}
-
-
-def left_align(item_seq: torch.Tensor, item_seq_len: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Shift each right-padded row so that its last item sits at the last position.
-
-    item_seq: LongTensor[B, L] with the items of row b at positions 0 .. item_seq_len[b] - 1.
-    Returns (aligned ids [B, L] with 0 at the padding on the left, valid BoolTensor[B, L]).
-    Whatever the input holds beyond a row's length is dropped.
-    """
-    if item_seq.dim() != 2 or item_seq_len.shape != item_seq.shape[:1]:
-        raise ValueError(f"expected item_seq [B, L] and item_seq_len [B], got {tuple(item_seq.shape)} "
-                         f"and {tuple(item_seq_len.shape)}")
-    seq_len = item_seq.shape[1]
-    if bool((item_seq_len < 1).any()) or bool((item_seq_len > seq_len).any()):
-        raise ValueError(f"item_seq_len must lie in [1, {seq_len}], got {item_seq_len.tolist()}")
-    position = torch.arange(seq_len, device=item_seq.device)
-    source = position[None, :] - (seq_len - item_seq_len)[:, None]
-    valid = source >= 0
-    aligned = item_seq.gather(1, source.clamp(min=0)).masked_fill(~valid, 0)
-    return aligned, valid
 
 
 def frequency_filter(hidden: torch.Tensor, complex_weight: torch.Tensor) -> torch.Tensor:

@@ -47,7 +47,8 @@ from torch import nn
 from recbole_llada.decoding.beam_search import generate_topk, sequence_log_probs
 from recbole_llada.decoding.constraints import SIDIndex
 from recbole_llada.decoding.ranking import ranked_scores, scores_from_generated
-from recbole_llada.model.layers import TransformerEncoder, build_attention_mask, mitchell_init_
+from recbole_llada.devices import bf16_autocast
+from recbole_llada.model.layers import TransformerEncoder, build_attention_mask, left_align, mitchell_init_
 from recbole_llada.model.masking import mask_history, mask_next_item, weighted_masked_cross_entropy
 
 PAD_TOKEN = 0
@@ -179,9 +180,7 @@ class LLaDARec(SequentialRecommender):
     def history_tokens(self, item_seq: torch.Tensor, item_seq_len: torch.Tensor) -> torch.Tensor:
         """RecBole's right-padded item lists -> left-padded token sequences [B, L*M] (0 = padding)."""
         batch_size, max_len = item_seq.shape
-        shift = (max_len - item_seq_len).unsqueeze(1)
-        source = torch.arange(max_len, device=item_seq.device).unsqueeze(0) - shift
-        left_padded = item_seq.gather(1, source.clamp(min=0)).masked_fill(source < 0, 0)
+        left_padded, _ = left_align(item_seq, item_seq_len)
         return self.item_tokens(left_padded).reshape(batch_size, max_len * self.n_digits)
 
     def item_tokens(self, items: torch.Tensor) -> torch.Tensor:
@@ -269,11 +268,6 @@ class LLaDARec(SequentialRecommender):
             self._sid_index = SIDIndex(self.item_sid, self.codebook_size).to(self.item_sid.device)
         return self._sid_index
 
-    def _autocast(self):
-        if self.item_sid.device.type == "cuda":
-            return torch.autocast("cuda", dtype=torch.bfloat16)
-        return contextlib.nullcontext()
-
     def code_log_probs(self, history: torch.Tensor, partial: torch.Tensor) -> torch.Tensor:
         """Log-probabilities [B, W, M, K] of each head's codes at each target position.
 
@@ -282,7 +276,7 @@ class LLaDARec(SequentialRecommender):
         batch_size, n_beams, _ = partial.shape
         target = torch.where(partial >= 0, partial + self.head_offset, self.mask_token)
         tokens = torch.cat([history.unsqueeze(1).expand(-1, n_beams, -1), target], dim=2)
-        with self._autocast():
+        with bf16_autocast(self.item_sid.device):
             hidden = self(tokens.reshape(batch_size * n_beams, -1), n_outputs=self.n_digits)
         return self.head_log_probs(hidden).view(batch_size, n_beams, self.n_digits, self.codebook_size)
 
@@ -291,14 +285,14 @@ class LLaDARec(SequentialRecommender):
 
         Each head's softmax runs over its own K codes only: other heads' tokens are never valid at that position.
         """
-        with self._autocast():
+        with bf16_autocast(self.item_sid.device):
             per_head = self.target_code_logits(target_hidden)
         return F.log_softmax(per_head.float(), dim=-1)
 
     def masked_target_hidden(self, history: torch.Tensor) -> torch.Tensor:
         """History tokens [B, L*M] -> hidden states [B, M, d] of the fully masked target block (one forward)."""
         tokens = torch.cat([history, history.new_full((history.shape[0], self.n_digits), self.mask_token)], dim=1)
-        with self._autocast():
+        with bf16_autocast(self.item_sid.device):
             return self(tokens, n_outputs=self.n_digits)
 
     @staticmethod
@@ -355,7 +349,7 @@ class LLaDARec(SequentialRecommender):
             return ranked_scores(torch.isfinite(joint).float(), joint.nan_to_num(neginf=0.0), marginal)
         if self.scoring == "hybrid":
             return ranked_scores(self.beam_ranks(history), marginal)
-        with self._autocast():
+        with bf16_autocast(self.item_sid.device):
             scorer = self.item_scorer_logits(hidden).float()
         if self.scoring == "scorer":
             return ranked_scores(scorer)

@@ -3,10 +3,12 @@
 RecBole-free: the dataset adapter passes the item ids in RecBole's internal order, the training-item mask and
 either the item texts or an embedding matrix, and gets back one row of M codes per internal item id.
 
-Config keys (RecBole-style, read by ``SIDConfig.from_config``; "(official)" marks the official LLaDA-Rec value):
+Config keys (RecBole-style, read by ``SIDConfig.from_config``; "(official)" marks the official LLaDA-Rec value).
+The keys set in properties/model/LLaDARec.yaml (item_embedding, sid_tokenizer, sid_n_heads, sid_codebook_size)
+take their defaults from there, where users look; the tokenizer's other defaults are ``VAEConfig``'s:
 
 ==========================  =========================================================================
-item_embedding              "text" (default) | "file" | "collaborative" (vectors from the interactions,
+item_embedding              "text" | "file" | "collaborative" (vectors from the interactions,
                             see sid_collab_source) | "text+collaborative" | "file+collaborative" (both
                             parts, each scaled to unit total variance, concatenated before the PCA)
 text_fields                 .item fields joined into the item text, in order (read by the dataset
@@ -17,9 +19,9 @@ sid_encode_batch_size       256
 sid_embedding_file          .npy matrix [n, dim] for item_embedding: file
 sid_embedding_ids_file      its row ids, one item id per line
 sid_pca_dim                 128 (official); <= 0 keeps the raw embedding
-sid_tokenizer               "mh_vqvae" (default, the paper's) | "rq_vae" | "rq_kmeans" | "opq"
-sid_n_heads                 M = 4 (official)
-sid_codebook_size           K = 256 (official)
+sid_tokenizer               "mh_vqvae" (the paper's) | "rq_vae" | "rq_kmeans" | "opq"
+sid_n_heads                 M: codes per item, one per head (residual tokenizers: per level)
+sid_codebook_size           K: codes per head
 sid_code_dim                d = 32 (official): per-head latent size (RQ-VAE: the latent size)
 sid_hidden_sizes            [512, 256] (official)
 sid_epochs                  null = auto: 10000 (official) on a GPU, where 25k items take about a
@@ -65,6 +67,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from recbole_llada.devices import default_device
+from recbole_llada.resources import load_yaml, model_config
 from recbole_llada.sid.cache import ArrayCache, fingerprint
 from recbole_llada.sid.embed import (DEFAULT_TEXT_ENCODER, encode_texts, fuse_embeddings, load_embedding_file,
                                      pca_whiten)
@@ -85,23 +89,24 @@ COLLABORATIVE_SOURCES = ("sasrec", "cooccurrence", "sasrec+cooccurrence")
 TOKENIZERS = ("mh_vqvae", "rq_vae", "rq_kmeans", "opq")
 _UNPREFIXED = {"item_embedding": "item_embedding", "text_fields": "text_fields", "text_encoder": "text_encoder"}
 _FALLBACK_KEYS = {"seed": "seed", "device": "device", "show_progress": "show_progress"}
+_MODEL_DEFAULTS = load_yaml(model_config("LLaDARec"))
 
 
 @dataclass
 class SIDConfig:
-    """Everything that shapes the SIDs; see the module docstring for the config key of each field. The tokenizer
-    defaults are the quantizers' own (VAEConfig), the official config's."""
+    """Everything that shapes the SIDs; see the module docstring for the config key of each field. Defaults: the
+    model's YAML for the keys it sets, else the quantizers' own (VAEConfig), the official config's."""
 
-    item_embedding: str = "text"
+    item_embedding: str = _MODEL_DEFAULTS["item_embedding"]
     text_fields: list[str] | None = None
     text_encoder: str = DEFAULT_TEXT_ENCODER
     encode_batch_size: int = 256
     embedding_file: str | None = None
     embedding_ids_file: str | None = None
     pca_dim: int = 128
-    tokenizer: str = "mh_vqvae"
-    n_heads: int = VAEConfig.n_heads
-    codebook_size: int = VAEConfig.codebook_size
+    tokenizer: str = _MODEL_DEFAULTS["sid_tokenizer"]
+    n_heads: int = _MODEL_DEFAULTS["sid_n_heads"]
+    codebook_size: int = _MODEL_DEFAULTS["sid_codebook_size"]
     code_dim: int = VAEConfig.code_dim
     hidden_sizes: tuple[int, ...] = VAEConfig.hidden_sizes
     epochs: int | None = None  # None: CPU_EPOCHS on CPU, GPU_EPOCHS on CUDA (resolved by resolved_epochs)
@@ -242,6 +247,9 @@ class SIDReport:
     reconstruction_error: float  # mean squared error per embedding dimension, all items
     epochs: int = 0
     best_epoch: int = 0
+    check_epochs: list[int] = field(default_factory=list)  # the tokenizer's checks (VAE tokenizers only)
+    loss_history: list[float] = field(default_factory=list)  # training loss at each check
+    collision_history: list[int] = field(default_factory=list)  # training-item collisions at each check
     stage_seconds: dict[str, float] = field(default_factory=dict)
     cache_hits: dict[str, bool] = field(default_factory=dict)
 
@@ -253,9 +261,10 @@ class SIDReport:
             f"Sinkhorn re-assignment -> {self.collisions_after} after make_unique ({self.n_moved} items moved)",
             f"reconstruction MSE: {self.reconstruction_error:.4f}"
             + (f" (checkpoint of epoch {self.best_epoch} of {self.epochs})" if self.epochs else ""),
-            "",
-            f"{'head':>4} | {'distinct codes':>14} | {'perplexity':>10}",
         ]
+        if self.check_epochs:
+            lines.append(self._checks_line())
+        lines += ["", f"{'head':>4} | {'distinct codes':>14} | {'perplexity':>10}"]
         for head, (usage, perplexity) in enumerate(zip(self.code_usage, self.perplexity), start=1):
             lines.append(f"{head:>4} | {usage:>14} | {perplexity:>10.1f}")
         lines += ["", f"{'stage':<12} | {'seconds':>8}"]
@@ -263,6 +272,14 @@ class SIDReport:
         hits = ", ".join(f"{name} {'hit' if hit else 'miss'}" for name, hit in self.cache_hits.items())
         lines.append(f"cache: {hits or 'off'}")
         return "\n".join(lines)
+
+    def _checks_line(self, shown: int = 3) -> str:
+        """The first and last ``shown`` checks, enough to see whether training still moved at the end."""
+        checks = [f"{epoch}: {loss:.4f} / {collisions}"
+                  for epoch, loss, collisions in zip(self.check_epochs, self.loss_history, self.collision_history)]
+        if len(checks) > 2 * shown:
+            checks = [*checks[:shown], "...", *checks[-shown:]]
+        return "checks (epoch: loss / training-item collisions): " + ", ".join(checks)
 
 
 @dataclass
@@ -293,7 +310,7 @@ def build_semantic_ids(cfg: SIDConfig, item_ids: list[str], train_item_mask: np.
     items, train = list(item_ids[1:]), train_item_mask[1:]
     if not train.any():
         raise ValueError("no training items: the quantizer is fitted on items seen in training")
-    device = cfg.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    device = cfg.device or default_device()
     cache = ArrayCache(cfg.cache_dir) if cfg.cache_dir else None
     stage_seconds: dict[str, float] = {}
     cache_hits: dict[str, bool] = {}
@@ -420,7 +437,9 @@ def _quantize(cfg: SIDConfig, item_vectors: np.ndarray, train: np.ndarray, devic
         code_usage=[int(len(torch.unique(final[:, head]))) for head in range(cfg.n_heads)],
         perplexity=[_perplexity(final[:, head], cfg.codebook_size) for head in range(cfg.n_heads)],
         reconstruction_error=quantizer.reconstruction_error(reduced),
-        epochs=fit_report.epochs, best_epoch=fit_report.best_epoch, stage_seconds=dict(stage_seconds))
+        epochs=fit_report.epochs, best_epoch=fit_report.best_epoch, check_epochs=fit_report.check_epochs,
+        loss_history=fit_report.loss_history, collision_history=fit_report.collision_history,
+        stage_seconds=dict(stage_seconds))
     return final.numpy(), report
 
 

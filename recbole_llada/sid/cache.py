@@ -3,7 +3,7 @@
 An entry is one file ``<kind>-<key>.npc``: a magic line, the SHA-256 of the payload, then the payload (an
 uncompressed ``.npz`` of the arrays plus the JSON of the key's parts). Writes go to a temporary file in the same
 folder, are fsynced, then renamed over the entry (``os.replace`` is atomic), so readers see a whole entry or none.
-Builders take an exclusive ``flock`` on ``<entry>.lock``: a second process wanting the same entry waits, then loads
+Builders take an exclusive ``filelock.FileLock`` on ``<entry>.lock``: a second process wanting the same entry waits, then loads
 what the first wrote instead of building it again. A truncated or otherwise corrupt entry fails its checksum and
 is rebuilt, and so is an entry whose stored key parts differ from the ones asked for (e.g. a valid entry of
 another configuration copied under this key's file name).
@@ -11,7 +11,6 @@ another configuration copied under this key's file name).
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import io
 import json
@@ -23,6 +22,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import numpy as np
+from filelock import FileLock
 
 logger = logging.getLogger(__name__)
 
@@ -132,17 +132,13 @@ class ArrayCache:
         if arrays is not None:
             return arrays, True
         self.root.mkdir(parents=True, exist_ok=True)
-        with open(self.path(kind, key).with_suffix(".lock"), "a+b") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
-            try:
-                arrays = self._load_or_none(kind, key, key_parts)  # another process may have built it while we waited
-                if arrays is not None:
-                    return arrays, True
-                arrays = {name: np.asarray(value) for name, value in build().items()}
-                self.save(kind, key, arrays, key_parts)
-                return arrays, False
-            finally:
-                fcntl.flock(lock, fcntl.LOCK_UN)
+        with FileLock(self.path(kind, key).with_suffix(".lock")):
+            arrays = self._load_or_none(kind, key, key_parts)  # another process may have built it while we waited
+            if arrays is not None:
+                return arrays, True
+            arrays = {name: np.asarray(value) for name, value in build().items()}
+            self.save(kind, key, arrays, key_parts)
+            return arrays, False
 
     def _load_or_none(self, kind: str, key: str, key_parts: object) -> dict[str, np.ndarray] | None:
         try:

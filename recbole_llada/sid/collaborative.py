@@ -19,9 +19,8 @@ from typing import Any
 
 import numpy as np
 import torch
-import yaml
 
-from recbole_llada.resources import overall_config
+from recbole_llada.resources import load_yaml, overall_config
 from recbole_llada.sid.build import SIDConfig
 from recbole_llada.sid.cache import ArrayCache, fingerprint
 
@@ -36,11 +35,6 @@ BASELINE_TRAINING_KEYS = ("learner", "learning_rate", "weight_decay", "train_bat
                           "clip_grad_norm", "eval_step")
 
 
-def _load_yaml(path: Path, config: Any) -> dict[str, Any]:
-    with open(path, encoding="utf-8") as handle:
-        return yaml.load(handle, Loader=config.yaml_loader) or {}  # RecBole's loader reads "1e-12" as a float
-
-
 def sasrec_config(config: Any, hidden_size: int, epochs: int, seed: int) -> Any:
     """A copy of the RecBole ``Config`` that trains SASRec with CE loss, as our SASRec baseline trains; the
     original is left untouched. ``seed`` is the SID seed (``sid_seed``), not the run's: the embeddings belong to
@@ -49,11 +43,11 @@ def sasrec_config(config: Any, hidden_size: int, epochs: int, seed: int) -> Any:
     from recbole.utils import InputType
 
     recbole_properties = Path(recbole.__file__).parent / "properties"
-    training = _load_yaml(recbole_properties / "overall.yaml", config)
-    training.update(_load_yaml(overall_config(), config))
+    training = load_yaml(recbole_properties / "overall.yaml")
+    training.update(load_yaml(overall_config()))
     values = dict(config.final_config_dict)
     values.update({key: training.get(key) for key in BASELINE_TRAINING_KEYS})
-    values.update(_load_yaml(recbole_properties / "model" / "SASRec.yaml", config))
+    values.update(load_yaml(recbole_properties / "model" / "SASRec.yaml"))
     # What Config derives from loss_type CE; SASRec's yaml sets CE and we train without negatives.
     values.update(model="SASRec", MODEL_INPUT_TYPE=InputType.POINTWISE, hidden_size=hidden_size, epochs=epochs,
                   seed=seed, train_neg_sample_args=dict(_NO_NEGATIVES), save_dataset=False, save_dataloaders=False)

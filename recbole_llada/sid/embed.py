@@ -10,6 +10,8 @@ from pathlib import Path
 
 import numpy as np
 
+from recbole_llada.devices import default_device
+
 logger = logging.getLogger(__name__)
 
 DEFAULT_TEXT_ENCODER = "all-MiniLM-L6-v2"
@@ -56,12 +58,6 @@ def _hugging_face_offline() -> Iterator[None]:
                 os.environ.pop(name, None)
             else:
                 os.environ[name] = value
-
-
-def default_device() -> str:
-    import torch
-
-    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 def encode_texts(texts: list[str], model: str = DEFAULT_TEXT_ENCODER, batch_size: int = 256,

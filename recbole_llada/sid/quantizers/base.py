@@ -18,7 +18,8 @@ class FitReport:
     best_epoch: int = 0  # epoch of the kept checkpoint (by the checkpoint rule)
     best_collisions: int | None = None  # training-item collisions of the kept checkpoint
     final_loss: float | None = None
-    loss_history: list[float] = field(default_factory=list)  # one value per check (every check_every epochs)
+    check_epochs: list[int] = field(default_factory=list)  # the checked epochs (every check_every, and the last)
+    loss_history: list[float] = field(default_factory=list)  # one value per check
     collision_history: list[int] = field(default_factory=list)  # one value per check
 
 

@@ -82,3 +82,14 @@ def kmeans(x: Tensor, k: int, n_iters: int = 100, seed: int = 0, init: Tensor | 
             break
         assignments = new_assignments
     return KMeansResult(centers, assignments, float(distances.mean()), iterations)
+
+
+def residual_kmeans(x: Tensor, k: int, n_levels: int, n_iters: int, seed: int) -> Tensor:
+    """Codebooks ``[n_levels, k, D]``: level l runs k-means (seed + l) on what the levels before it left over."""
+    residual = x
+    codebooks = []
+    for level in range(n_levels):
+        result = kmeans(residual, k, n_iters, seed + level)
+        codebooks.append(result.centers)
+        residual = residual - result.centers[result.assignments]
+    return torch.stack(codebooks)

@@ -9,15 +9,16 @@ import torch
 from torch import Tensor
 
 from recbole_llada.sid.quantizers.base import FitReport, Quantizer
-from recbole_llada.sid.quantizers.kmeans import kmeans, squared_distances
+from recbole_llada.sid.quantizers.kmeans import residual_kmeans, squared_distances
 
 
 @dataclass
 class KMeansQuantizerConfig:
-    """Hyperparameters of the k-means based quantizers (RQ-KMeans, OPQ)."""
+    """Hyperparameters of the k-means based quantizers (RQ-KMeans, OPQ); the SID shape (n_heads, codebook_size)
+    has its default in properties/model/LLaDARec.yaml and is always passed."""
 
-    n_heads: int = 4
-    codebook_size: int = 256
+    n_heads: int
+    codebook_size: int
     kmeans_iters: int = 100
     opq_iters: int = 10  # OPQ only: alternations between PQ codebooks and the rotation
     seed: int = 2024
@@ -40,13 +41,8 @@ class ResidualKMeansQuantizer(Quantizer):
 
     def fit(self, train_embeddings: Tensor) -> FitReport:
         start = time.perf_counter()
-        residual = train_embeddings.detach().float().to(self.cfg.device)
-        codebooks = []
-        for level in range(self.n_heads):
-            result = kmeans(residual, self.codebook_size, self.cfg.kmeans_iters, self.cfg.seed + level)
-            codebooks.append(result.centers)
-            residual = residual - result.centers[result.assignments]
-        self.codebooks = torch.stack(codebooks)
+        self.codebooks = residual_kmeans(train_embeddings.detach().float().to(self.cfg.device), self.codebook_size,
+                                         self.n_heads, self.cfg.kmeans_iters, self.cfg.seed)
         return FitReport(seconds=time.perf_counter() - start)
 
     def _fitted(self) -> Tensor:

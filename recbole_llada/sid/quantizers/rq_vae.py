@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from recbole_llada.sid.quantizers.kmeans import kmeans, squared_distances
+from recbole_llada.sid.quantizers.kmeans import residual_kmeans, squared_distances
 from recbole_llada.sid.quantizers.vae import (AutoencoderQuantizer, Quantized, VAEConfig, VQAutoencoder, lookup,
                                              sinkhorn_assign)
 
@@ -49,11 +49,7 @@ class ResidualVQVAE(VQAutoencoder):
 
     @torch.no_grad()
     def init_codebooks(self, latent: Tensor, kmeans_iters: int, seed: int) -> None:
-        residual = latent
-        for level in range(self.n_levels):
-            result = kmeans(residual, self.codebooks.shape[1], kmeans_iters, seed + level)
-            self.codebooks[level] = result.centers
-            residual = residual - result.centers[result.assignments]
+        self.codebooks.copy_(residual_kmeans(latent, self.codebooks.shape[1], self.n_levels, kmeans_iters, seed))
 
 
 class ResidualVQVAEQuantizer(AutoencoderQuantizer):

@@ -35,10 +35,11 @@ _EVAL_ROWS = 65536
 
 @dataclass
 class VAEConfig:
-    """Hyperparameters of the MH-VQVAE and RQ-VAE quantizers; defaults are the official config's."""
+    """Hyperparameters of the MH-VQVAE and RQ-VAE quantizers; defaults are the official config's. The SID shape
+    (n_heads, codebook_size) has its default in properties/model/LLaDARec.yaml and is always passed."""
 
-    n_heads: int = 4
-    codebook_size: int = 256
+    n_heads: int
+    codebook_size: int
     code_dim: int = 32
     hidden_sizes: tuple[int, ...] = (512, 256)
     epochs: int = 10000
@@ -243,6 +244,7 @@ def _train(model: VQAutoencoder, data: Tensor, cfg: VAEConfig, show_progress: bo
     all_rows = torch.arange(n_items, device=device)
 
     best_score, best_collisions, best_epoch, best_state = math.inf, 0, 0, None
+    check_epochs: list[int] = []
     loss_history: list[float] = []
     collision_history: list[int] = []
     epoch_loss = torch.zeros((), device=device)
@@ -266,6 +268,7 @@ def _train(model: VQAutoencoder, data: Tensor, cfg: VAEConfig, show_progress: bo
             raise ValueError(f"SID tokenizer training diverged at epoch {epoch} (loss {mean_loss})")
         model.eval()
         collisions = count_collisions(_codes(model, data))
+        check_epochs.append(epoch)
         loss_history.append(mean_loss)
         collision_history.append(collisions)
         progress.set_postfix(loss=f"{mean_loss:.4f}", collisions=collisions)
@@ -278,8 +281,8 @@ def _train(model: VQAutoencoder, data: Tensor, cfg: VAEConfig, show_progress: bo
     logger.info("SID tokenizer: kept epoch %d of %d (rule: %s) with %d collisions among %d training items",
                 best_epoch, cfg.epochs, cfg.checkpoint_rule, best_collisions, n_items)
     return FitReport(seconds=time.perf_counter() - start, epochs=cfg.epochs, best_epoch=best_epoch,
-                     best_collisions=int(best_collisions), final_loss=loss_history[-1], loss_history=loss_history,
-                     collision_history=collision_history)
+                     best_collisions=int(best_collisions), final_loss=loss_history[-1], check_epochs=check_epochs,
+                     loss_history=loss_history, collision_history=collision_history)
 
 
 class AutoencoderQuantizer(Quantizer):
