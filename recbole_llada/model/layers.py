@@ -12,18 +12,20 @@ from torch import nn
 ATTENTION_KINDS = ("bidirectional", "causal", "inter_item_causal", "intra_item_causal")
 
 
-def left_align(item_seq: torch.Tensor, item_seq_len: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def left_align(item_seq: torch.Tensor, item_seq_len: torch.Tensor,
+               validate: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
     """Shift each right-padded row so that its last item sits at the last position.
 
     item_seq: LongTensor[B, L] with the items of row b at positions 0 .. item_seq_len[b] - 1.
     Returns (aligned ids [B, L] with 0 at the padding on the left, valid BoolTensor[B, L]).
-    Whatever the input holds beyond a row's length is dropped.
+    Whatever the input holds beyond a row's length is dropped. validate=False skips the range check of the lengths,
+    two host syncs on a GPU, for callers that get them from RecBole's loaders (every training step and decoding call).
     """
     if item_seq.dim() != 2 or item_seq_len.shape != item_seq.shape[:1]:
         raise ValueError(f"expected item_seq [B, L] and item_seq_len [B], got {tuple(item_seq.shape)} "
                          f"and {tuple(item_seq_len.shape)}")
     seq_len = item_seq.shape[1]
-    if bool((item_seq_len < 1).any()) or bool((item_seq_len > seq_len).any()):
+    if validate and (bool((item_seq_len < 1).any()) or bool((item_seq_len > seq_len).any())):
         raise ValueError(f"item_seq_len must lie in [1, {seq_len}], got {item_seq_len.tolist()}")
     position = torch.arange(seq_len, device=item_seq.device)
     source = position[None, :] - (seq_len - item_seq_len)[:, None]

@@ -180,7 +180,7 @@ class LLaDARec(SequentialRecommender):
     def history_tokens(self, item_seq: torch.Tensor, item_seq_len: torch.Tensor) -> torch.Tensor:
         """RecBole's right-padded item lists -> left-padded token sequences [B, L*M] (0 = padding)."""
         batch_size, max_len = item_seq.shape
-        left_padded, _ = left_align(item_seq, item_seq_len)
+        left_padded, _ = left_align(item_seq, item_seq_len, validate=False)
         return self.item_tokens(left_padded).reshape(batch_size, max_len * self.n_digits)
 
     def item_tokens(self, items: torch.Tensor) -> torch.Tensor:
