@@ -23,7 +23,7 @@ from torch.utils.flop_counter import FlopCounterMode
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/ sits beside the package
 
 from benchmarks import common, quality, reference_decode, speed, tradeoff  # noqa: E402
-from conftest import tiny_config_dict, tiny_llada_config_dict  # noqa: E402
+from conftest import tiny_config_dict, tiny_llada_config_dict, write_tiny_dataset  # noqa: E402
 from recbole_llada.quick_start import RunResult  # noqa: E402
 
 CPU = torch.device("cpu")
