@@ -31,7 +31,7 @@ import statistics
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Collection, Mapping, Sequence
 
 if __package__ in (None, ""):  # run as a file: make the repository root importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -218,12 +218,17 @@ def train(dataset: str, config_files: Sequence[str], overrides: Mapping[str, Any
     return str(saved.rename(saved.with_name(f"{saved.stem}-{slugify(label)}-seed{seed}{saved.suffix}"))), result
 
 
+def chosen(study: Study, only: Collection[str]) -> tuple[Variant, ...]:
+    """The study's variants named in ``only``, or all of them when it is empty."""
+    return tuple(v for v in study.variants if not only or v.name in only)
+
+
 def run_trained_study(study: Study, dataset: str, seeds: Sequence[int], overrides: Mapping[str, Any],
-                      results_dir: Path, config_files: Sequence[str]) -> None:
+                      results_dir: Path, config_files: Sequence[str], only: Collection[str] = ()) -> None:
     path, settings = rows_path(results_dir, study.name, dataset), settings_text(overrides, config_files)
     known = known_keys(dataset, config_files, overrides)
     for seed in seeds:  # seed by seed, so that a run cut short leaves whole comparisons
-        for variant in study.variants:
+        for variant in chosen(study, only):
             missing = unknown_keys(variant, known)
             if (variant.name, seed) in finished(read_rows(path), settings):
                 continue
@@ -265,12 +270,13 @@ def decode_variant(loaded: tradeoff.LoadedCheckpoint, overrides: Mapping[str, An
 
 def decode_variants(study: Study, loaded: tradeoff.LoadedCheckpoint, checkpoint: str, settings: str,
                     overrides: Mapping[str, Any], known: set[str], path: Path, dataset: str,
-                    results_dir: Path) -> None:
-    """Evaluate every variant of a decode study on one loaded checkpoint that the rows file lacks for it."""
+                    results_dir: Path, only: Collection[str] = ()) -> None:
+    """Evaluate every variant of a decode study (of ``only``, when named) on one loaded checkpoint that the rows
+    file lacks for it."""
     seed = loaded.config["seed"]
     decode_overrides = {k: v for k, v in overrides.items() if k not in LOADING_KEYS}
     first_batch = next(iter(loaded.test_data))[0].to(loaded.device)
-    for variant in study.variants:
+    for variant in chosen(study, only):
         done = finished(read_rows(path), settings).get((variant.name, seed))
         if done is not None and done["checkpoint"] == checkpoint:
             continue
@@ -287,7 +293,8 @@ def decode_variants(study: Study, loaded: tradeoff.LoadedCheckpoint, checkpoint:
 
 
 def run_decode_study(study: Study, dataset: str, seeds: Sequence[int], overrides: Mapping[str, Any],
-                     results_dir: Path, config_files: Sequence[str], checkpoints: Sequence[Path] = ()) -> None:
+                     results_dir: Path, config_files: Sequence[str], checkpoints: Sequence[Path] = (),
+                     only: Collection[str] = ()) -> None:
     """Decode every variant on one checkpoint per seed: ``checkpoints`` if given, else one trained here per seed (a
     rerun reuses the checkpoint that the seed's earlier rows name, if the file is still there)."""
     path, settings = rows_path(results_dir, study.name, dataset), settings_text(overrides, config_files)
@@ -298,30 +305,37 @@ def run_decode_study(study: Study, dataset: str, seeds: Sequence[int], overrides
             loaded = tradeoff.load_checkpoint(checkpoint, data_path, device)
             if loaded.config["dataset"] != dataset:
                 raise ValueError(f"{checkpoint} is a {loaded.config['dataset']} checkpoint, not {dataset}")
-            decode_variants(study, loaded, str(checkpoint), settings, overrides, known, path, dataset, results_dir)
+            decode_variants(study, loaded, str(checkpoint), settings, overrides, known, path, dataset, results_dir,
+                            only)
         return
     for seed in seeds:
         done = {variant: row for (variant, row_seed), row in finished(read_rows(path), settings).items()
                 if row_seed == seed}
-        if len(done) == len(study.variants):
+        if set(done) >= {v.name for v in chosen(study, only)}:
             continue
         earlier = [row["checkpoint"] for row in done.values() if Path(row["checkpoint"]).is_file()]
         checkpoint = earlier[-1] if earlier else train(dataset, config_files, overrides, seed, study.name)[0]
         loaded = tradeoff.load_checkpoint(Path(checkpoint), data_path, device)
-        decode_variants(study, loaded, checkpoint, settings, overrides, known, path, dataset, results_dir)
+        decode_variants(study, loaded, checkpoint, settings, overrides, known, path, dataset, results_dir, only)
 
 
 def run_study(study: Study, dataset: str, seeds: Sequence[int], overrides: Mapping[str, Any], results_dir: Path,
-              config_files: Sequence[str] = (), checkpoints: Sequence[Path] = ()) -> Path:
-    """Run what the rows file does not hold yet, and return the report's .md path."""
+              config_files: Sequence[str] = (), checkpoints: Sequence[Path] = (),
+              variants: Sequence[str] = ()) -> Path:
+    """Run what the rows file does not hold yet (of ``variants`` only, when named), and return the report's .md
+    path; the report covers every variant of the study."""
     if "seed" in overrides:
         raise ValueError("set seeds with --seeds/--first_seed (or --checkpoints), not --seed")
+    unknown = sorted(set(variants) - {v.name for v in study.variants})
+    if unknown:
+        raise ValueError(f"study {study.name!r} has no variant {', '.join(unknown)}; its variants are "
+                         f"{', '.join(v.name for v in study.variants)}")
     if study.kind == "trained":
         if checkpoints:
             raise ValueError(f"study {study.name!r} trains its variants; --checkpoints is for decode studies")
-        run_trained_study(study, dataset, seeds, overrides, results_dir, config_files)
+        run_trained_study(study, dataset, seeds, overrides, results_dir, config_files, variants)
     else:
-        run_decode_study(study, dataset, seeds, overrides, results_dir, config_files, checkpoints)
+        run_decode_study(study, dataset, seeds, overrides, results_dir, config_files, checkpoints, variants)
     return write_report(study, dataset, results_dir)
 
 
@@ -501,6 +515,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--first_seed", type=int, default=2024, help="seeds are first_seed, first_seed + 1, ...")
     parser.add_argument("--checkpoints", default="",
                         help="decode studies: comma separated LLaDARec .pth files, one per seed, instead of training")
+    parser.add_argument("--variants", default="", help="comma separated variant names to run (default: all)")
     parser.add_argument("--config_files", default="", help="extra YAML files, space separated (later wins)")
     parser.add_argument("--results_dir", type=Path, default=RESULTS_DIR)
     parser.add_argument("--studies_file", type=Path, default=STUDIES_FILE)
@@ -525,7 +540,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         seeds = [args.first_seed + i for i in range(2 if args.seeds is None else args.seeds)]
         config_files = split_config_files(args.config_files)
         md_path = run_study(study, args.dataset, seeds, parse_overrides(rest), args.results_dir, config_files,
-                            checkpoints)
+                            checkpoints, [name for name in args.variants.split(",") if name])
     print(md_path.read_text())
     print(f"written to {md_path.with_suffix('')}.{{md,csv,png}}")
     return 0

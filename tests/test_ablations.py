@@ -132,6 +132,18 @@ def test_a_decode_study_trains_its_checkpoint_once_per_seed(setup, tmp_path):
     assert run_study("order", setup, tmp_path, "--seeds=1", f"--first_seed={SEED}") == rows  # nothing left to run
 
 
+def test_variants_run_only_the_named_ones_and_the_report_keeps_the_rest(setup, tmp_path):
+    given = f"--checkpoints={setup[2]}"
+    rows = run_study("order", setup, tmp_path, given, "--variants=left2right,random")
+    assert sorted(r["label"] for r in rows) == ["left2right", "random"]
+    report = (tmp_path / f"ablation_order_{TINY_DATASET}.md").read_text()
+    assert "adaptive" in report  # the unmeasured reference stays a row of the table
+    rows = run_study("order", setup, tmp_path, given, "--variants=adaptive")
+    assert sorted(r["label"] for r in rows) == ["adaptive", "left2right", "random"]
+    with pytest.raises(ValueError, match="has no variant sideways"):
+        run_study("order", setup, tmp_path, given, "--variants=sideways")
+
+
 def test_checkpoints_are_refused_for_a_trained_study(setup, tmp_path):
     with pytest.raises(ValueError, match="--checkpoints is for decode studies"):
         run_study("losses", setup, tmp_path, f"--checkpoints={setup[2]}")
