@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# Benchmark queues on a lent GPU machine (the `device` tool), detached so that they outlive the call that starts them.
+#
+#   bash benchmarks/device_campaign.sh start WORK QUEUE_FOR_GPU0 [QUEUE_FOR_GPU1 ...]
+#   bash benchmarks/device_campaign.sh collect WORK OUT
+#
+# start (run in the repository root of a device call, with .whl/ and .carry/ carried):
+#   - installs the wheels of .whl/ into /tmp/site (the machine has no RecBole; see ../shared/tools/device-wheels.sh);
+#   - copies the repository to /tmp/repo: every device call re-syncs the working tree and deletes what runs wrote
+#     in it, so the queues run from the copy;
+#   - unpacks .carry/data (atomic files; *.gz decompressed) to WORK/../data and .carry/emb (text embeddings
+#     computed on a CPU machine) to WORK/../emb, the $DATA and $EMB of benchmarks/gpu_queue.sh; the official
+#     LLaDA-Rec code, if carried in .carry/official, is $OFFICIAL;
+#   - starts benchmarks/gpu_queue.sh for queue i on GPU i with setsid. Poll with: pgrep -f "[g]pu_queue.sh".
+# collect: packs WORK's results, logs and SID cache into OUT/results.tgz and OUT/sid_cache.tgz (the device tool
+#   brings back at most 8 files of 16 MiB); checkpoints stay on the machine.
+set -euo pipefail
+action=${1:?usage: device_campaign.sh start WORK QUEUE... | collect WORK OUT}
+WORK=${2:?WORK folder}
+shift 2
+case "$action" in
+  start)
+    [ $# -ge 1 ] || { echo "name at least one queue file" >&2; exit 2; }
+    mkdir -p "$WORK" /tmp/site "$WORK/../data" "$WORK/../emb"
+    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
+    rm -rf /tmp/repo && cp -r . /tmp/repo
+    cp -r .carry/data/. "$WORK/../data/" && find "$WORK/../data" -name "*.gz" -exec gunzip -f {} +
+    cp -r .carry/emb/. "$WORK/../emb/"
+    export PYTHONPATH=/tmp/site:/tmp/repo OFFICIAL=/tmp/repo/.carry/official
+    export RECBOLE_LLADA_COMMIT=${RECBOLE_LLADA_COMMIT:-unknown}
+    cd /tmp/repo
+    gpu=0
+    for queue in "$@"; do
+      setsid nohup bash benchmarks/gpu_queue.sh "$queue" "$gpu" "$WORK" > "$WORK/gpu$gpu.out" 2>&1 < /dev/null &
+      echo "started $queue on GPU $gpu"
+      gpu=$((gpu + 1))
+    done
+    ;;
+  collect)
+    OUT=${1:?OUT folder}
+    cd "$WORK"
+    tar czf "$OUT/results.tgz" --exclude="*.pth" $(ls -d results-* logs official/*.log official/*.json 2>/dev/null)
+    [ -d sid_cache ] && tar czf "$OUT/sid_cache.tgz" sid_cache
+    ls -la "$OUT"
+    ;;
+  *) echo "unknown action $action" >&2; exit 2 ;;
+esac
