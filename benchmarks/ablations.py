@@ -351,11 +351,12 @@ class VariantSummary:
     users: int | None  # test users decoded
 
 
-def summarise(study: Study, rows: Sequence[Mapping[str, str]]) -> list[VariantSummary]:
-    """Mean and sample std over seeds per variant, in the study's order, from the rows of the latest settings (the
-    last row's); the latest row of each variant and seed counts."""
-    settings = rows[-1]["settings"] if rows else ""
-    latest = [row for row in quality.latest_per_seed(rows) if row["settings"] == settings]
+def summarise(study: Study, rows: Sequence[Mapping[str, str]], settings: str | None = None) -> list[VariantSummary]:
+    """Mean and sample std over seeds per variant, in the study's order, from the rows of ``settings`` (default: the
+    latest, the last row's); the latest row of each variant and seed counts."""
+    if settings is None:
+        settings = rows[-1]["settings"] if rows else ""
+    latest = quality.latest_per_seed([row for row in rows if row["settings"] == settings])
     summaries = []
     for variant in study.variants:
         group = [row for row in latest if row["label"] == variant.name]
@@ -460,6 +461,22 @@ def plot_study(study: Study, summaries: Sequence[VariantSummary], path: Path, ti
     return True
 
 
+def earlier_settings_sections(study: Study, rows: Sequence[Mapping[str, str]], latest: str) -> list[tuple[str, str]]:
+    """One table per earlier settings of the rows file, newest first: studies rerun on another checkpoint or with
+    other overrides keep their earlier results in view."""
+    earlier = list(dict.fromkeys(row["settings"] for row in reversed(rows) if row["settings"] != latest))
+    sections = []
+    for settings in earlier:
+        measured = [row for row in rows if row["settings"] == settings and row["status"] == "ok"]
+        checkpoints = sorted({row["checkpoint"] for row in measured if row["checkpoint"]})
+        dates = sorted({row["date"][:10] for row in measured if row.get("date")})
+        table, _ = summary_table(summarise(study, rows, settings))
+        where = (f"checkpoints {', '.join(f'`{c}`' for c in checkpoints)}; " if checkpoints else "") + \
+            (f"run {', '.join(dates)}" if dates else "")
+        sections.append((f"Earlier settings: `{settings}`", f"{where}\n\n{table}" if where else table))
+    return sections
+
+
 def verdict_path(results_dir: Path, study: str, dataset: str) -> Path:
     return Path(results_dir) / f"ablation_{study}_{dataset}_verdict.md"
 
@@ -473,7 +490,6 @@ def write_report(study: Study, dataset: str, results_dir: Path, plot: bool = Tru
     md_path = rows_path(results_dir, study.name, dataset).with_suffix(".md")
     title = f"LLaDARec on {dataset}: {study.name} ({study.source})"
     settings = rows[-1]["settings"] if rows else "{}"
-    other_settings = sum(row["settings"] != settings for row in rows)
     measured_rows = [row for row in rows if row["settings"] == settings and row["status"] == "ok"]
     machines = sorted({(row["commit"], row["hardware"]) for row in measured_rows})
     checkpoints = sorted({row["checkpoint"] for row in measured_rows if row["checkpoint"]})
@@ -489,10 +505,10 @@ def write_report(study: Study, dataset: str, results_dir: Path, plot: bool = Tru
         notes.append("- decode ms/user: wall time of RecBole's `trainer.evaluate` over the whole test split "
                      "(decoding, scoring and metrics) after one warm-up batch, between device syncs, per test user.")
     notes += [f"- checkpoints: {', '.join(f'`{c}`' for c in checkpoints)}" if checkpoints else "- no checkpoints",
-              f"- per-seed rows: `{rows_path(results_dir, study.name, dataset).name}`"
-              + (f" ({other_settings} rows of other settings are not in this table)" if other_settings else "")]
+              f"- per-seed rows: `{rows_path(results_dir, study.name, dataset).name}`"]
     notes += [f"- runs made at commit `{commit}` on `{hardware}`" for commit, hardware in machines]
-    sections = [("", table), ("Agreement with the paper", agreement_sentence(study, verdicts))]
+    sections = [("", table), ("Agreement with the paper", agreement_sentence(study, verdicts)),
+                *earlier_settings_sections(study, rows, settings)]
     verdict = verdict_path(results_dir, study.name, dataset)
     if verdict.exists():
         sections.append(("Verdict", verdict.read_text(encoding="utf-8").strip()))
