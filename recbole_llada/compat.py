@@ -31,6 +31,10 @@ whose tests fail without it.
    trains in anomaly-detection mode, which records a Python stack per autograd node and checks every backward
    result (RecBole's SASRec: 0.27 s per ml-100k batch on 2 CPU cores instead of 0.19 s). Right after that module
    is imported we switch the mode off again. To debug with anomaly detection, enable it after importing models.
+6. ``Config`` sets ``CUDA_VISIBLE_DEVICES`` to its ``gpu_id`` (default ``"0"``) before CUDA starts, so a process
+   started with ``CUDA_VISIBLE_DEVICES=1`` silently runs on GPU 0, beside whatever runs there (and so does any
+   subprocess it starts, which inherits the variable). When the user set ``CUDA_VISIBLE_DEVICES`` and gave no
+   ``gpu_id``, the GPUs they made visible are kept; an explicit ``gpu_id`` still means RecBole's physical ids.
 """
 
 from __future__ import annotations
@@ -39,6 +43,7 @@ import contextlib
 import functools
 import importlib.abc
 import importlib.machinery
+import os
 import sys
 import types
 import warnings
@@ -155,6 +160,21 @@ def _undo_sine_anomaly_mode(module: types.ModuleType | None) -> None:
     torch.autograd.set_detect_anomaly(False)
 
 
+def _keep_visible_devices(init_device: Callable) -> Callable:
+    """Wrap ``Config._init_device``: without a user ``gpu_id``, the gpu_id becomes the visible devices themselves."""
+    @functools.wraps(init_device)
+    def init_device_keeping_visible(self) -> None:
+        visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+        given = any("gpu_id" in (layer or {}) for layer in
+                    (self.file_config_dict, self.variable_config_dict, self.cmd_config_dict))
+        if visible is not None and not given:
+            self.final_config_dict["gpu_id"] = visible
+        init_device(self)
+
+    init_device_keeping_visible._keeps_visible_devices = True
+    return init_device_keeping_visible
+
+
 def check_pandas(version: str = pd.__version__) -> None:
     major = int(version.split(".")[0])
     if major >= 3:
@@ -181,6 +201,9 @@ def apply() -> None:
 
     ORIGINALS.setdefault("Config.compatibility_settings", Config.compatibility_settings)
     Config.compatibility_settings = _numpy2_safe_compatibility_settings
+    if not getattr(Config._init_device, "_keeps_visible_devices", False):
+        ORIGINALS.setdefault("Config._init_device", Config._init_device)
+        Config._init_device = _keep_visible_devices(Config._init_device)
     _trust_own_checkpoints(recbole_trainer)
     if not getattr(recbole_trainer.Trainer.evaluate, "_waits_for_rank0", False):
         ORIGINALS.setdefault("Trainer.evaluate", recbole_trainer.Trainer.evaluate)

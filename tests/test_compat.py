@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 
 import numpy as np
@@ -26,6 +27,35 @@ def test_recbole_original_compatibility_settings_fails_on_numpy2_and_patch_resto
 def test_config_builds_with_numpy2(tiny_data_path, tmp_path):
     config = Config(model="SASRec", dataset="tiny", config_dict=tiny_config_dict(tiny_data_path, tmp_path))
     assert config["MAX_ITEM_LIST_LENGTH"] == 5
+
+
+@pytest.mark.parametrize("visible, gpu_id, expected", [
+    ("1", None, "1"),        # the user's choice of GPU survives the Config
+    ("2,3", None, "2,3"),
+    ("", None, ""),          # no GPU visible stays no GPU
+    ("1", "0", "0"),         # an explicit gpu_id keeps RecBole's meaning: physical ids
+    (None, None, "0"),       # nothing set: RecBole's default
+])
+def test_config_keeps_the_visible_gpus_unless_gpu_id_is_given(tiny_data_path, tmp_path, monkeypatch,
+                                                              visible, gpu_id, expected):
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)  # restored after the test, whatever Config sets
+    if visible is not None:
+        monkeypatch.setenv("CUDA_VISIBLE_DEVICES", visible)
+    overrides = tiny_config_dict(tiny_data_path, tmp_path)
+    if gpu_id is not None:
+        overrides["gpu_id"] = gpu_id
+    config = Config(model="SASRec", dataset="tiny", config_dict=overrides)
+    assert os.environ["CUDA_VISIBLE_DEVICES"] == expected and config["gpu_id"] == expected
+
+
+def test_recbole_alone_moves_a_process_to_gpu_0(tiny_data_path, tmp_path, monkeypatch):
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "1")
+    original = compat.ORIGINALS["Config._init_device"]
+    config = Config(model="SASRec", dataset="tiny", config_dict=tiny_config_dict(tiny_data_path, tmp_path))
+    config.final_config_dict["gpu_id"] = 0  # what RecBole's defaults give when the user sets none
+    del config.final_config_dict["local_rank"]  # as before the first device set-up
+    original(config)
+    assert os.environ["CUDA_VISIBLE_DEVICES"] == "0"
 
 
 def _recbole_style_checkpoint(path, tiny_data_path, tmp_path):
