@@ -429,8 +429,9 @@ def agreement_sentence(study: Study, verdicts: Sequence[str]) -> str:
 
 
 def plot_study(study: Study, summaries: Sequence[VariantSummary], path: Path, title: str) -> bool:
-    """The steps grid as quality against decode time (tradeoff.py's plot, on the means over seeds); any other study as
-    bars of NDCG@10 and Recall@10 with seed std. False (and no file) without matplotlib or measured rows."""
+    """The steps grid as quality against decode time (tradeoff.py's plot, on the means over seeds); any other decode
+    study as NDCG@10 against decode time, one labelled point per variant; a trained study as bars of NDCG@10 and
+    Recall@10 with seed std. False (and no file) without matplotlib or measured rows."""
     measured = [s for s in summaries if AGREEMENT_METRIC in s.mean]
     if not measured:
         return False
@@ -447,6 +448,21 @@ def plot_study(study: Study, summaries: Sequence[VariantSummary], path: Path, ti
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    timed = [s for s in measured if "decode_ms_per_user" in s.mean]
+    if study.kind == "decode" and timed:
+        fig, ax = plt.subplots(figsize=(6.4, 4.4))
+        for i, s in enumerate(timed):  # labels alternate above and below: ties (hybrid = beam) stay readable
+            ax.errorbar(s.mean["decode_ms_per_user"], s.mean[AGREEMENT_METRIC],
+                        yerr=s.std.get(AGREEMENT_METRIC) or 0.0, fmt="o", capsize=3)
+            ax.annotate(s.variant.name, (s.mean["decode_ms_per_user"], s.mean[AGREEMENT_METRIC]),
+                        textcoords="offset points", xytext=(5, 4 if i % 2 == 0 else -11), fontsize=8)
+        ax.set_xscale("log")
+        ax.set_xlabel("decode ms per test user (log scale)")
+        ax.set_ylabel(f"test {quality.METRIC_TITLES[AGREEMENT_METRIC]} (mean ± std over seeds)")
+        ax.set_title(title)
+        ax.grid(True, which="both", alpha=0.3)
+        save_figure(fig, path)
+        return True
     fig, ax = plt.subplots(figsize=(max(4.8, 1.1 * len(measured) + 2), 4.2))
     width = 0.38
     for offset, metric in ((-width / 2, "ndcg@10"), (width / 2, "recall@10")):
