@@ -81,6 +81,7 @@ SCHEMA: dict[str, Rule] = {
     "rescore_candidates": _POSITIVE,
     "item_scorer": Rule(str, choices=ITEM_SCORERS),
     "item_scorer_weight": _NON_NEGATIVE,
+    "item_scorer_backbone": Rule(str, nullable=True),
     # semantic IDs (types and choices: SIDConfig)
     "sid_n_heads": Rule(int, minimum=1),
     "sid_codebook_size": Rule(int, minimum=2),
@@ -276,6 +277,19 @@ def check_semantic_id_config(config: Any) -> None:
             if not Path(path).is_file():
                 raise UserInputError(f"{key} {path!r} does not exist: item_embedding: file reads the item vectors "
                                      "from it. Fix the path, or use item_embedding: text or collaborative.")
+
+
+def check_item_scorer_backbone(config: Any) -> None:
+    """LLaDARec's ``item_scorer_backbone``: an existing checkpoint, and a scorer to train on it."""
+    path = config["item_scorer_backbone"]
+    if not path:
+        return
+    if config["item_scorer"] == "none":
+        raise UserInputError("item_scorer_backbone trains an item scorer on a frozen LLaDARec, but item_scorer is "
+                             "none: set item_scorer: sid (and item_scorer_id_embedding: True for a per-item vector).")
+    if not Path(path).is_file():
+        raise UserInputError(f"item_scorer_backbone {path!r} does not exist: it must be a trained LLaDARec checkpoint "
+                             "(.pth under saved/).")
 
 
 def check_decoding_steps(config: Any) -> None:

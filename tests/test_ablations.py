@@ -178,6 +178,19 @@ def test_summary_agreement_and_noise_on_hand_made_rows():
     assert ablations.agreement_sentence(study, checked).startswith("1 of 3 rows go the paper's direction")
 
 
+def test_rows_of_earlier_settings_keep_a_table_of_their_own(tmp_path):
+    study = STUDIES["order"]
+    old = [dict(hand_row("adaptive", 1, 0.0111), settings='{"old": 1}', checkpoint="old.pth"),
+           dict(hand_row("random", 1, 0.0222), settings='{"old": 1}', checkpoint="old.pth")]
+    new = [hand_row("adaptive", 1, 0.0333)]
+    for row in old + new:
+        ablations.append_row(ablations.rows_path(tmp_path, "order", "D"), row)
+    report = ablations.write_report(study, "D", tmp_path, plot=False).read_text()
+    latest, earlier = report.split("## Earlier settings: `{\"old\": 1}`")
+    assert "0.0333" in latest and "0.0111" not in latest and "0.0222" not in latest
+    assert "0.0111" in earlier and "0.0222" in earlier and "`old.pth`" in earlier
+
+
 def test_grid_rows_sit_below_the_next_larger_step_count():
     variants = {v.name: v for v in STUDIES["steps"].variants}
     assert len(variants) == 16

@@ -477,6 +477,58 @@ def test_item_scorer_cross_entropy_falls_when_overfitting_one_batch(tiny_world):
     assert scorer_losses[-1] < 0.5 * scorer_losses[0], scorer_losses
 
 
+def saved_backbone(tiny_world, tmp_path, **overrides):
+    """A trained-looking LLaDARec (one optimizer step away from its init) saved in RecBole's checkpoint format."""
+    model = new_model(tiny_world, **overrides)
+    optimizer = torch.optim.Adam(model.parameters(), lr=0.01)
+    model.calculate_loss(first_batch(tiny_world[1])).backward()
+    optimizer.step()
+    path = tmp_path / "backbone.pth"
+    torch.save({"state_dict": model.state_dict(), "config": None}, path)
+    return model, path
+
+
+def test_the_adapter_trains_only_the_scorer_on_the_frozen_backbone(tiny_world, tmp_path):
+    backbone, path = saved_backbone(tiny_world, tmp_path)
+    adapter = new_model(tiny_world, item_scorer_backbone=str(path), item_scorer_id_embedding=True, **SCORER)
+    trainable = {name for name, p in adapter.named_parameters() if p.requires_grad}
+    assert trainable == {"scorer_projection.weight", "scorer_projection.bias", "scorer_id_embedding.weight"}
+    frozen = {name: p.detach().clone() for name, p in adapter.named_parameters() if not p.requires_grad}
+    assert all(torch.equal(frozen[name], p) for name, p in backbone.named_parameters())
+    assert adapter.loss_part_names == ("scorer",)
+
+    adapter.train()
+    assert not adapter.encoder.training and not adapter.embedding_dropout.training and adapter.training
+    optimizer = torch.optim.Adam([p for p in adapter.parameters() if p.requires_grad], lr=0.01)
+    batch = first_batch(tiny_world[1])
+    losses = []
+    for _ in range(20):
+        optimizer.zero_grad()
+        loss = adapter.calculate_loss(batch)
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    assert len(adapter.last_losses) == 1 and losses[-1] < 0.7 * losses[0], losses
+    assert all(torch.equal(frozen[name], p) for name, p in adapter.named_parameters() if not p.requires_grad)
+
+    # Beam search is the backbone's own: same weights, and dropout off in both at inference.
+    interaction, _ = catalog_batch(tiny_world, adapter)
+    with torch.no_grad():
+        assert torch.equal(adapter.eval().full_sort_predict(interaction), backbone.eval().full_sort_predict(interaction))
+
+
+def test_the_adapter_refuses_a_backbone_of_other_sids_or_without_a_scorer(tiny_world, tmp_path):
+    backbone, path = saved_backbone(tiny_world, tmp_path)
+    state = torch.load(path, weights_only=False)
+    state["state_dict"]["item_sid"] = state["state_dict"]["item_sid"].flip(0)
+    other = tmp_path / "other_sids.pth"
+    torch.save(state, other)
+    with pytest.raises(ValueError, match="other semantic IDs"):
+        new_model(tiny_world, item_scorer_backbone=str(other), **SCORER)
+    with pytest.raises(ValueError, match="set item_scorer: sid"):
+        new_model(tiny_world, item_scorer_backbone=str(path))
+
+
 def test_an_epoch_reports_each_weighted_loss_part(tiny_world):
     config, train, _, _ = tiny_world
     model = new_model(tiny_world, **SCORER)

@@ -59,10 +59,17 @@ def on_tiny(data_path: Path, *argv: str) -> list[str]:
     ("--sid_codebook_size=1", "'sid_codebook_size' is 1"),
     ("--gen_steps=9", "gen_steps is 9"),
     ("--metrics=[Recal]", "RecBole rejected the configuration"),
+    ("--item_scorer_backbone=missing.pth", "item_scorer is none"),
 ])
 def test_bad_keys_and_values_stop_before_any_data_is_loaded(override, expected, tiny_data_path, capsys,
                                                              no_data_loading):
     assert expected in user_error(capsys, "--model=LLaDARec", *on_tiny(tiny_data_path, override))
+
+
+def test_a_missing_item_scorer_backbone_is_named_before_any_data_is_loaded(tiny_data_path, capsys, no_data_loading):
+    message = user_error(capsys, "--model=LLaDARec", *on_tiny(tiny_data_path, "--item_scorer=sid",
+                                                               "--item_scorer_backbone=missing.pth"))
+    assert "item_scorer_backbone 'missing.pth' does not exist" in message
 
 
 def test_debug_shows_the_traceback(tiny_data_path, monkeypatch):

@@ -32,6 +32,13 @@ slice of the one batched forward (history + fully masked target: 3 sequences per
 generative recommender (EPIC), but simpler: a posterior over the whole catalog, used to rank, not inside the
 denoising steps.
 
+Adapter (``item_scorer_backbone: path/to/LLaDARec.pth``): the scorer alone is trained on top of a frozen, trained
+LLaDARec, as EPIC trains its adapter. The diffusion weights come from that checkpoint (whose SIDs must be this
+dataset's) and stay fixed; the backbone runs as at inference (no dropout, no gradients), so training costs one
+forward per sample; the only loss is the scorer's cross-entropy. Beam search is then exactly the backbone's, and
+``scorer`` / ``scorer_hybrid`` / ``fused`` add the catalog-level scores to it. The joint variant changes the
+diffusion model itself (on Beauty it hurt beam search); the adapter cannot.
+
 Vocabulary: 0 = padding, 1 + h*K + c = code c of head h (a separate range per codebook), 1 + M*K = [MASK].
 """
 
@@ -98,6 +105,9 @@ class LLaDARec(SequentialRecommender):
         if self.item_scorer not in ITEM_SCORERS:
             raise ValueError(f"item_scorer must be one of {ITEM_SCORERS}, got {self.item_scorer!r}")
         check_scoring("valid_scoring", config["valid_scoring"], self.item_scorer)
+        self.scorer_backbone = config["item_scorer_backbone"]
+        if self.scorer_backbone and self.item_scorer == "none":
+            raise ValueError("item_scorer_backbone trains an item scorer on a frozen LLaDARec: set item_scorer: sid")
         self._check_decoding()
 
         # Buffers: the checkpoint carries the SID table, so it is self-contained.
@@ -121,6 +131,8 @@ class LLaDARec(SequentialRecommender):
             self.scorer_projection = nn.Linear(self.d_model, self.d_model)
             self.scorer_id_embedding = (nn.Embedding(self.n_items, self.d_model)
                                         if config["item_scorer_id_embedding"] else None)
+        if self.scorer_backbone:
+            self._load_frozen_backbone(self.scorer_backbone)
         if config["compile"]:
             # In place: calls of the model (training and decoding) run the compiled forward; parameter names
             # and checkpoints stay those of the plain module. dynamic=False: one graph per input shape.
@@ -212,15 +224,42 @@ class LLaDARec(SequentialRecommender):
         head_weights = head_weights.view(self.n_digits, self.codebook_size, self.d_model)
         return torch.einsum("bmd,mkd->bmk", hidden, head_weights) / self.temperature
 
+    def _load_frozen_backbone(self, path: str) -> None:
+        """Every weight but the scorer's from a trained LLaDARec checkpoint (RecBole's format), then frozen."""
+        state = torch.load(path, map_location="cpu", weights_only=False)["state_dict"]
+        if not torch.equal(state["item_sid"].cpu(), self.item_sid.cpu()):
+            raise ValueError(f"item_scorer_backbone {path!r} was trained on other semantic IDs than this dataset's: "
+                             "train the backbone on the same data and SID settings")
+        backbone = {key: value for key, value in state.items() if not key.startswith("scorer_")}
+        missing, unexpected = self.load_state_dict(backbone, strict=False)
+        missing = [key for key in missing if not key.startswith("scorer_")]
+        if missing or unexpected:
+            raise ValueError(f"item_scorer_backbone {path!r} is not a LLaDARec of this size: missing {missing}, "
+                             f"unexpected {unexpected}")
+        for name, parameter in self.named_parameters():
+            parameter.requires_grad_(name.startswith("scorer_"))
+
+    def train(self, mode: bool = True):
+        """As nn.Module.train; a frozen backbone (adapter) always runs as at inference, without dropout."""
+        super().train(mode)
+        if self.scorer_backbone:
+            self.embedding_dropout.eval()
+            self.encoder.eval()
+        return self
+
     # ----- training ------------------------------------------------------------------------------------
 
     @property
     def loss_part_names(self) -> tuple[str, ...]:
         """Names of the parts of ``last_losses``, in order."""
+        if self.scorer_backbone:
+            return ("scorer",)
         return ("item", "history") + (("scorer",) if self.item_scorer != "none" else ())
 
     def calculate_loss(self, interaction):
         history = self.history_tokens(interaction[self.ITEM_SEQ], interaction[self.ITEM_SEQ_LEN])
+        if self.scorer_backbone:
+            return self._adapter_loss(history, interaction[self.POS_ITEM_ID])
         target = self.item_tokens(interaction[self.POS_ITEM_ID])
         batch_size, n_target = target.shape
         full = torch.cat([history, target], dim=1)
@@ -247,6 +286,16 @@ class LLaDARec(SequentialRecommender):
         # The weighted parts, summing to the loss: the trainer logs them one by one, named by loss_part_names.
         self.last_losses = tuple(loss.detach() for loss in losses)
         return sum(losses)
+
+    def _adapter_loss(self, history: torch.Tensor, next_item: torch.Tensor) -> torch.Tensor:
+        """The scorer's cross-entropy over the catalog on the frozen backbone's fully masked target block."""
+        with torch.no_grad():
+            hidden = self.masked_target_hidden(history)
+        with bf16_autocast(self.item_sid.device):
+            logits = self.item_scorer_logits(hidden)
+        loss = F.cross_entropy(logits.float(), next_item)
+        self.last_losses = (loss.detach(),)
+        return loss
 
     def item_scorer_logits(self, target_hidden: torch.Tensor) -> torch.Tensor:
         """Hidden states of the fully masked target block [B, M, d] -> item scorer logits [B, n_items].
