@@ -12,7 +12,7 @@ from recbole_llada import quick_start
 from recbole_llada.model import llada_rec
 from recbole_llada.model.llada_rec import PAD_TOKEN, LLaDARec
 
-from conftest import prepare_tiny_llada, tiny_llada_config_dict
+from conftest import TINY_DATASET, prepare_tiny_llada, tiny_llada_config_dict
 
 N_ITEMS = 30
 
@@ -527,6 +527,22 @@ def test_the_adapter_refuses_a_backbone_of_other_sids_or_without_a_scorer(tiny_w
         new_model(tiny_world, item_scorer_backbone=str(other), **SCORER)
     with pytest.raises(ValueError, match="set item_scorer: sid"):
         new_model(tiny_world, item_scorer_backbone=str(path))
+
+
+def test_an_adapter_run_trains_on_a_saved_run_and_keeps_its_beam_search(tmp_path, monkeypatch):
+    """End to end through RecBole's trainer: a backbone run, then an adapter run on its checkpoint."""
+    monkeypatch.chdir(tmp_path)  # RecBole writes log/ into the working directory
+    settings = llada_config_dict(tmp_path, epochs=2, dropout_prob=0.1, checkpoint_dir=str(tmp_path / "saved"))
+    backbone = quick_start.run("LLaDARec", TINY_DATASET, (), settings)
+    adapter = quick_start.run("LLaDARec", TINY_DATASET, (), {
+        **settings, "item_scorer": "sid", "item_scorer_id_embedding": True, "valid_scoring": "fused",
+        "item_scorer_backbone": backbone.saved_model_file, "checkpoint_dir": str(tmp_path / "saved_adapter")})
+    assert adapter.test_result == backbone.test_result  # scoring: beam, the frozen backbone's own search
+    saved = torch.load(adapter.saved_model_file, weights_only=False)["state_dict"]
+    original = torch.load(backbone.saved_model_file, weights_only=False)["state_dict"]
+    assert all(torch.equal(saved[key], value) for key, value in original.items())
+    assert {key for key in saved if key not in original} == {
+        "scorer_projection.weight", "scorer_projection.bias", "scorer_id_embedding.weight"}
 
 
 def test_an_epoch_reports_each_weighted_loss_part(tiny_world):
