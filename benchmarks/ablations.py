@@ -201,9 +201,44 @@ def unknown_keys(variant: Variant, known: set[str]) -> list[str]:
     return sorted(key for key in variant.overrides if key not in known)
 
 
+def base_config(dataset: str, config_files: Sequence[str], overrides: Mapping[str, Any]) -> dict[str, Any]:
+    """Every key, with its value, that this code's config layers define for LLaDARec on ``dataset`` (RecBole's,
+    ours, the user's): the configuration a variant changes."""
+    return dict(build_config(MODEL, dataset, config_files, overrides).final_config_dict)
+
+
 def known_keys(dataset: str, config_files: Sequence[str], overrides: Mapping[str, Any]) -> set[str]:
-    """Every key this code's config layers define for LLaDARec on ``dataset`` (RecBole's, ours, the user's)."""
-    return set(build_config(MODEL, dataset, config_files, overrides).final_config_dict)
+    return set(base_config(dataset, config_files, overrides))
+
+
+def changes(variant_overrides: Mapping[str, Any], base: Mapping[str, Any]) -> dict[str, Any]:
+    """The overrides that change the configuration: a study's reference row (e.g. his_mask_weight: 3.5, the default)
+    changes nothing."""
+    return {key: value for key, value in variant_overrides.items() if base.get(key) != value}
+
+
+def same_run_in_another_study(study: Study, variant: Variant, seed: int, settings: str, base: Mapping[str, Any],
+                              results_dir: Path, dataset: str) -> tuple[str, Mapping[str, str]] | None:
+    """(study name, row) of a finished run of another trained study with the same settings, seed and effective
+    configuration: the full model of `losses` is the MH-VQ-VAE row of `tokenizer`, the bidirectional row of
+    `attention` and alpha=3.5 of `alpha`, so one run serves all four."""
+    wanted = changes(variant.overrides, base)
+    for path in sorted(Path(results_dir).glob(f"ablation_*_{dataset}.csv")):
+        other = path.stem[len("ablation_"):-len(f"_{dataset}")]
+        if other == study.name:
+            continue
+        for (_, row_seed), row in finished(read_rows(path), settings).items():
+            trained_there = row["train_seconds"] and not row["note"]  # not itself a reused row
+            if row_seed == seed and trained_there and changes(json.loads(row["variant_overrides"]), base) == wanted:
+                return other, row
+    return None
+
+
+def reused_row(variant: Variant, other_study: str, row: Mapping[str, str]) -> dict[str, object]:
+    """``row`` of another study's identical run, relabelled as this variant's."""
+    return {**{key: row.get(key, "") for key in ROW_COLUMNS}, "label": variant.name,
+            "variant_overrides": overrides_text(variant.overrides),
+            "note": f"the run of {other_study}/{row['label']}: the same configuration"}
 
 
 def train(dataset: str, config_files: Sequence[str], overrides: Mapping[str, Any], seed: int,
@@ -226,14 +261,18 @@ def chosen(study: Study, only: Collection[str]) -> tuple[Variant, ...]:
 def run_trained_study(study: Study, dataset: str, seeds: Sequence[int], overrides: Mapping[str, Any],
                       results_dir: Path, config_files: Sequence[str], only: Collection[str] = ()) -> None:
     path, settings = rows_path(results_dir, study.name, dataset), settings_text(overrides, config_files)
-    known = known_keys(dataset, config_files, overrides)
+    base = base_config(dataset, config_files, overrides)
     for seed in seeds:  # seed by seed, so that a run cut short leaves whole comparisons
         for variant in chosen(study, only):
-            missing = unknown_keys(variant, known)
+            missing = unknown_keys(variant, set(base))
             if (variant.name, seed) in finished(read_rows(path), settings):
                 continue
+            same = None if missing else same_run_in_another_study(study, variant, seed, settings, base,
+                                                                  results_dir, dataset)
             if missing:
                 append_row(path, skipped_row(variant, seed, settings, f"this code has no key {', '.join(missing)}"))
+            elif same is not None:
+                append_row(path, reused_row(variant, *same))
             else:
                 checkpoint, result = train(dataset, config_files, {**overrides, **variant.overrides}, seed,
                                            f"{study.name}-{variant.name}")

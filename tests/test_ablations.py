@@ -77,6 +77,14 @@ def test_trained_studies_train_every_variant_with_its_overrides(setup, tmp_path)
             by_label["alpha", "alpha=3.5"]]
     expected = {metric: float(setup[3].test_result[metric]) for metric in ablations.METRICS}
     assert all(metrics(row) == pytest.approx(expected) for row in same)
+    # ... and one training: the later studies reuse the first study's run of that configuration (alpha=0 is the
+    # losses study's run without user-history masking).
+    assert len({row["checkpoint"] for row in same}) == 1
+    assert [row["note"] for row in same] == [""] + ["the run of tokenizer/mh_vqvae: the same configuration"] * 3
+    assert by_label["alpha", "alpha=0"]["note"] == ("the run of losses/without user-history masking: the same "
+                                                    "configuration")
+    assert by_label["alpha", "alpha=0"]["checkpoint"] == by_label["losses", "without user-history masking"]["checkpoint"]
+    assert by_label["alpha", "alpha=1"]["note"] == ""
 
     # A rerun with the same settings and one more seed runs that seed only, and the report averages both.
     more = run_study("losses", setup, tmp_path, "--seeds=2", f"--first_seed={SEED}")
