@@ -36,7 +36,7 @@ setup(
         "recbole_llada._dataset_configs": "dataset_configs",
     },
     package_data={
-        "recbole_llada._properties": ["*.yaml", "model/*.yaml", "tune/*.yaml"],
+        "recbole_llada._properties": ["*.yaml", "model/*.yaml", "model_dataset/*.yaml", "demo/*.yaml", "tune/*.yaml"],
         "recbole_llada._dataset_configs": ["*.yaml"],
     },
     install_requires=[

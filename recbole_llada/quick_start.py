@@ -65,7 +65,7 @@ def config_files_for(model: str, dataset: str, user_files: Sequence[str] = ()) -
     dataset_yaml = resources.dataset_config(dataset)
     if dataset_yaml.is_file():
         files.append(dataset_yaml)
-    model_on_dataset = resources.properties_dir() / "model_dataset" / f"{model}-{dataset}.yaml"
+    model_on_dataset = resources.model_dataset_config(model, dataset)
     if model_on_dataset.is_file():
         files.append(model_on_dataset)
     for user_file in user_files:
@@ -210,7 +210,7 @@ def warn_if_oversized(config: Config, n_items: int) -> None:
     say so when the data has fewer items than one codebook has codes."""
     if n_items >= config["sid_codebook_size"]:
         return
-    small = resources.properties_dir() / "model_dataset" / "LLaDARec-ml-100k.yaml"
+    small = resources.demo_config("LLaDARec", "ml-100k")
     getLogger().warning(
         f"{config['dataset']} has {n_items} items, fewer than the {config['sid_codebook_size']} codes per head "
         f"(sid_codebook_size) of this LLaDARec configuration (hidden_size {config['hidden_size']}, "
