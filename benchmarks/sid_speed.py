@@ -90,7 +90,8 @@ def run_dataset(name: str, args: argparse.Namespace) -> tuple[SIDResult, float, 
     result = build_semantic_ids(cfg, item_ids, mask, texts=texts)
     if args.save_embeddings:
         args.save_embeddings.mkdir(parents=True, exist_ok=True)
-        np.save(args.save_embeddings / f"{name}.npy", encode_texts(list(texts.values()), show_progress=False))
+        vectors = encode_texts(list(texts.values()), cfg.text_encoder, cfg.encode_batch_size, show_progress=False)
+        np.save(args.save_embeddings / f"{name}.npy", vectors)
         (args.save_embeddings / f"{name}.ids").write_text("".join(f"{item}\n" for item in texts), encoding="utf-8")
     return result, text_seconds, cfg
 

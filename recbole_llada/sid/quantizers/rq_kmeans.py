@@ -14,15 +14,16 @@ from recbole_llada.sid.quantizers.kmeans import residual_kmeans, squared_distanc
 
 @dataclass
 class KMeansQuantizerConfig:
-    """Hyperparameters of the k-means based quantizers (RQ-KMeans, OPQ); the SID shape (n_heads, codebook_size)
-    has its default in properties/model/LLaDARec.yaml and is always passed."""
+    """Hyperparameters of the k-means based quantizers (RQ-KMeans, OPQ): the ``sid_*`` config keys of the same
+    names, without defaults of their own (``sid.build.quantizer_config`` fills them from the config; the keys'
+    defaults and meanings are in properties/model/LLaDARec.yaml)."""
 
     n_heads: int
     codebook_size: int
-    kmeans_iters: int = 100
-    opq_iters: int = 10  # OPQ only: alternations between PQ codebooks and the rotation
-    seed: int = 2024
-    device: str = "cpu"
+    kmeans_iters: int
+    opq_iters: int  # OPQ only
+    seed: int
+    device: str
 
     def __post_init__(self) -> None:
         for name in ("n_heads", "codebook_size", "kmeans_iters", "opq_iters"):
