@@ -223,7 +223,7 @@ OFFICIAL_FIXED = {"attention": "bidirectional", "gen_order": "adaptive", "item_m
                   "constrained_decoding": True}
 
 
-def official_arguments(config: Mapping[str, Any], category: str, n_digits: int, epochs: int, seed: int,
+def official_arguments(config: Mapping[str, Any], category: str, sid_length: int, epochs: int, seed: int,
                        work_dir: Path) -> dict[str, Any]:
     """Our LLaDARec config as the official main.py's ``--key=value`` arguments."""
     for key, value in OFFICIAL_FIXED.items():
@@ -240,7 +240,7 @@ def official_arguments(config: Mapping[str, Any], category: str, n_digits: int, 
     return {
         "model": "LLaDARec", "dataset": "AmazonReviews2023", "category": category,
         "tokenizer_name": "MultiHeadVQVAE", "sem_ids_path": SEM_IDS_NAME,
-        "vq_n_codebooks": n_digits, "vq_codebook_size": config["sid_codebook_size"],
+        "vq_n_codebooks": sid_length, "vq_codebook_size": config["sid_codebook_size"],
         "cache_dir": f"{work_dir}/cache/", "base_result_dir": f"{work_dir}/output/",
         "tensorboard_log_dir": f"{work_dir}/tensorboard/", "run_time": f"seed{seed}",
         "rand_seed": seed, "epochs": epochs, "eval_interval": 1, "patience": config["stopping_step"],
@@ -367,13 +367,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     item_tokens = list(data.field2id_token[data.iid_field])
     item_codes = (read_sid_table(args.sid_table) if args.sid_table is not None
                   else checkpoint_sids(args.checkpoint, item_tokens))
-    n_digits = sid_shape(item_codes, config["sid_codebook_size"])
+    sid_length = sid_shape(item_codes, config["sid_codebook_size"])
     sequences = user_sequences(train, valid, test)
     sem_ids_path = write_official_inputs(work_dir, args.dataset, sequences, user_tokens, item_tokens, item_codes,
                                          config["MAX_ITEM_LIST_LENGTH"])
     print(f"wrote {len(sequences)} users' sequences and {sem_ids_path}", flush=True)
 
-    arguments = official_arguments(config, args.dataset, n_digits, args.epochs, args.seed, work_dir)
+    arguments = official_arguments(config, args.dataset, sid_length, args.epochs, args.seed, work_dir)
     summary = run_official(official_dir, arguments, work_dir)
     append_run(runs_path(args.results_dir, args.dataset),
                run_record(summary, args.dataset, args.seed, arguments, args.epochs))

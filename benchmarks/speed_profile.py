@@ -114,7 +114,7 @@ def profile_llada(setup: speed.SpeedSetup, device: torch.device, dense_mask: boo
                   seed: int = 2024) -> list[TaskProfile]:
     torch.manual_seed(seed)
     generator = torch.Generator().manual_seed(seed)
-    dataset = synthetic_dataset(setup.n_items, setup.n_digits, setup.codebook_size, setup.train_sequences, generator)
+    dataset = synthetic_dataset(setup.n_items, setup.sid_length, setup.codebook_size, setup.train_sequences, generator)
     model, config = build_synthetic_model("LLaDARec", dataset, speed.llada_overrides(setup), device)
     model.dense_attention_mask = dense_mask
 

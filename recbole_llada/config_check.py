@@ -82,7 +82,7 @@ SCHEMA: dict[str, Rule] = {
     "item_scorer": Rule(str, choices=ITEM_SCORERS),
     "item_scorer_weight": _NON_NEGATIVE,
     # semantic IDs (types and choices: SIDConfig)
-    "sid_n_heads": Rule(int, minimum=1),
+    "sid_length": Rule(int, minimum=1),
     "sid_codebook_size": Rule(int, minimum=2),
     "sid_code_dim": Rule(int, minimum=1),
     "sid_epochs": Rule(int, minimum=1, nullable=True),
@@ -94,6 +94,11 @@ SCHEMA: dict[str, Rule] = {
     "sid_cooc_dim": Rule(int, minimum=1),
     # the Amazon 2023 preparation
     "amazon2023_category": Rule(str, nullable=True),
+}
+
+# Keys this plugin read before, and what replaced them: a user's old config gets the new name, not "unknown key".
+RENAMED_KEYS: dict[str, str] = {
+    "sid_n_heads": "sid_length (M, the tokens per item; n_heads is the attention heads)",
 }
 
 # Keys RecBole reads in its code (or sets itself) without a default in its YAML property files.
@@ -174,6 +179,8 @@ def check_unknown_keys(keys: Iterable[str], source: str) -> None:
     """Raise for the first key that neither RecBole nor recbole-llada reads, with the closest known keys."""
     known = known_keys()
     for key in keys:
+        if key in RENAMED_KEYS:
+            raise UserInputError(f"Config key {key!r} (set in {source}) was renamed to {RENAMED_KEYS[key]}.")
         if key in known:
             continue
         close = difflib.get_close_matches(key, known, n=3, cutoff=0.6)
@@ -280,8 +287,8 @@ def check_semantic_id_config(config: Any) -> None:
 
 def check_decoding_steps(config: Any) -> None:
     """LLaDARec's ``gen_steps`` against the number of tokens per item it decodes."""
-    if not 1 <= config["gen_steps"] <= config["sid_n_heads"]:
+    if not 1 <= config["gen_steps"] <= config["sid_length"]:
         raise UserInputError(
-            f"gen_steps is {config['gen_steps']}, but it must lie between 1 and sid_n_heads ({config['sid_n_heads']}): "
-            "each denoising step commits at least one of the item's sid_n_heads tokens."
+            f"gen_steps is {config['gen_steps']}, but it must lie between 1 and sid_length ({config['sid_length']}): "
+            "each denoising step commits at least one of the item's sid_length tokens."
         )

@@ -27,7 +27,7 @@ REPO = Path(__file__).resolve().parents[1]
 def llada_overrides(data_path, tmp_path, **extra) -> dict:
     """Tiny LLaDARec with dropout and random masking (so the random state matters), three epochs."""
     settings = dict(
-        epochs=3, stopping_step=5, sid_n_heads=2, sid_codebook_size=8, sid_epochs=20, sid_pca_dim=8,
+        epochs=3, stopping_step=5, sid_length=2, sid_codebook_size=8, sid_epochs=20, sid_pca_dim=8,
         sid_hidden_sizes=[16], sid_code_dim=4, sid_check_every=10, n_heads=2, mlp_ratio=2, dropout_prob=0.2,
         gen_steps=2, num_beams=5, valid_num_beams=3, train_batch_size=32, sid_cache_dir=str(tmp_path / "sid_cache"))
     return tiny_config_dict(data_path, tmp_path, **{**settings, **extra})

@@ -16,12 +16,12 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 def test_from_config_reads_prefixed_keys_and_coerces_strings():
     cfg = SIDConfig.from_config({
         "item_embedding": "text", "text_fields": "title, genre", "text_encoder": "sentence-t5-base",
-        "sid_tokenizer": "rq_kmeans", "sid_n_heads": "3", "sid_codebook_size": 64, "sid_weight_decay": "1e-4",
+        "sid_tokenizer": "rq_kmeans", "sid_length": "3", "sid_codebook_size": 64, "sid_weight_decay": "1e-4",
         "sid_hidden_sizes": "[64, 32]", "sid_kmeans_init": "false", "sid_epochs": None, "sid_cache_dir": None,
         "seed": 7, "device": torch.device("cpu"), "unrelated_recbole_key": 1,
     })
     assert (cfg.text_fields, cfg.text_encoder, cfg.tokenizer) == (["title", "genre"], "sentence-t5-base", "rq_kmeans")
-    assert (cfg.n_heads, cfg.codebook_size, cfg.weight_decay, cfg.hidden_sizes) == (3, 64, 1e-4, (64, 32))
+    assert (cfg.sid_length, cfg.codebook_size, cfg.weight_decay, cfg.hidden_sizes) == (3, 64, 1e-4, (64, 32))
     assert cfg.kmeans_init is False and cfg.epochs is None and cfg.cache_dir is None
     assert (cfg.seed, cfg.device) == (7, "cpu")  # RecBole's seed and device when no sid_ key overrides them
     assert SIDConfig.from_config({"seed": 7, "sid_seed": 9}).seed == 9
@@ -30,7 +30,7 @@ def test_from_config_reads_prefixed_keys_and_coerces_strings():
 @pytest.mark.parametrize("config, message", [
     ({"sid_n_head": 4}, "unknown SID config keys"),
     ({"sid_tokenizer": "vqgan"}, "sid_tokenizer must be one of"),
-    ({"sid_n_heads": "four"}, "cannot read 'four'"),
+    ({"sid_length": "four"}, "cannot read 'four'"),
     ({"item_embedding": "file"}, "needs sid_embedding_file"),
 ])
 def test_from_config_rejects_bad_values(config, message):

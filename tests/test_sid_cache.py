@@ -119,7 +119,7 @@ def fake_encoder(monkeypatch):
 
 
 def tiny_pipeline(tmp_path: Path, **overrides) -> SIDConfig:
-    settings = dict(tokenizer="mh_vqvae", n_heads=2, codebook_size=8, code_dim=2, hidden_sizes=(8,), epochs=4,
+    settings = dict(tokenizer="mh_vqvae", sid_length=2, codebook_size=8, code_dim=2, hidden_sizes=(8,), epochs=4,
                     check_every=2, kmeans_iters=5, pca_dim=4, cache_dir=str(tmp_path / "cache"), device="cpu",
                     show_progress=False)
     return SIDConfig(**{**settings, **overrides})

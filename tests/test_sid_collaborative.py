@@ -112,7 +112,7 @@ def test_file_plus_cooccurrence_sids_are_unique_and_keyed_apart(tmp_path):
     np.save(tmp_path / "vectors.npy", rng.normal(size=(30, 16)).astype(np.float32))
     (tmp_path / "ids.txt").write_text("\n".join(f"i{i}" for i in range(1, 31)) + "\n")
     common = dict(sid_embedding_file=str(tmp_path / "vectors.npy"), sid_embedding_ids_file=str(tmp_path / "ids.txt"),
-                  sid_pca_dim=8, sid_n_heads=2, sid_codebook_size=8, sid_code_dim=4, sid_hidden_sizes=[16],
+                  sid_pca_dim=8, sid_length=2, sid_codebook_size=8, sid_code_dim=4, sid_hidden_sizes=[16],
                   sid_epochs=20, sid_check_every=10, sid_cache_dir=str(tmp_path / "cache"), sid_cooc_dim=4,
                   sid_collab_source="cooccurrence")
     sids = {}

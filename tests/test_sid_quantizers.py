@@ -25,13 +25,13 @@ def clustered(n: int = 120, dim: int = 8, n_clusters: int = 6, seed: int = 0) ->
 
 def tiny_vae(**overrides) -> VAEConfig:
     """The YAML defaults (through SIDConfig), made tiny."""
-    settings = dict(n_heads=2, codebook_size=4, code_dim=2, hidden_sizes=(16,), epochs=20, check_every=5,
+    settings = dict(sid_length=2, codebook_size=4, code_dim=2, hidden_sizes=(16,), epochs=20, check_every=5,
                     batch_size=64, kmeans_iters=20, seed=3)
     return quantizer_config(SIDConfig(tokenizer="mh_vqvae", **{**settings, **overrides}), "cpu")
 
 
 def tiny_kmeans(**overrides) -> KMeansQuantizerConfig:
-    settings = dict(n_heads=2, codebook_size=4, kmeans_iters=20, opq_iters=3, seed=3)
+    settings = dict(sid_length=2, codebook_size=4, kmeans_iters=20, opq_iters=3, seed=3)
     return quantizer_config(SIDConfig(tokenizer="rq_kmeans", **{**settings, **overrides}), "cpu")
 
 
@@ -186,7 +186,7 @@ def test_opq_rotation_is_orthogonal_and_error_matches_brute_force():
 
 def test_opq_needs_divisible_dim():
     with pytest.raises(ValueError, match="not divisible"):
-        OPQQuantizer(tiny_kmeans(n_heads=3)).fit(torch.randn(20, 8))
+        OPQQuantizer(tiny_kmeans(sid_length=3)).fit(torch.randn(20, 8))
 
 
 def test_rebalance_splits_colliding_group_by_sinkhorn():

@@ -23,7 +23,7 @@ def test_tokenize_writes_one_distinct_sid_per_item_and_the_report(tmp_path, monk
         "--dataset=tiny", f"--output={table}", f"--report={report}", f"--data_path={tmp_path / 'data'}",
         "--load_col={'inter': ['user_id', 'item_id', 'timestamp']}", "--device=cpu", "--use_gpu=False",
         "--item_embedding=file", f"--sid_embedding_file={tmp_path / 'vectors.npy'}",
-        f"--sid_embedding_ids_file={tmp_path / 'ids.txt'}", "--sid_pca_dim=0", "--sid_n_heads=2",
+        f"--sid_embedding_ids_file={tmp_path / 'ids.txt'}", "--sid_pca_dim=0", "--sid_length=2",
         "--sid_codebook_size=8", "--sid_code_dim=4", "--sid_hidden_sizes=[16]", "--sid_epochs=10",
         f"--sid_cache_dir={tmp_path / 'cache'}", "--state=WARNING",
     ])

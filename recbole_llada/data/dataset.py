@@ -24,6 +24,7 @@ def _has_words(text: str) -> bool:
 
 class LLaDARecDataset(SequentialDataset):
     item_sid: torch.Tensor
+    sid_codebook_size: int  # K, as the tokenizer built the SIDs
     sid_report: SIDReport
 
     def build(self):
@@ -32,6 +33,7 @@ class LLaDARecDataset(SequentialDataset):
         item_sid, report = self._semantic_ids(self._training_items(train), train)
         for dataset in (self, *splits):
             dataset.item_sid = item_sid
+            dataset.sid_codebook_size = report.codebook_size
             dataset.sid_report = report
         return splits
 

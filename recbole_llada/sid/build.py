@@ -39,13 +39,14 @@ logger = logging.getLogger(__name__)
 
 PAD_TOKEN = "[PAD]"
 PADDING_CODE = -1  # row 0 of item_sid: never a valid code, so misuse fails loudly instead of aliasing code 0
-PIPELINE_VERSION = 1  # bump when a code change alters results, so old cache entries stop matching
+PIPELINE_VERSION = 2  # bump when a code change alters results or the cached report's fields (2: sid_length)
 GPU_EPOCHS = 10000  # the official setting
 CPU_EPOCHS = 200  # keeps the offline default on ml-100k under a minute on 2 CPU cores
 EMBEDDING_SOURCES = ("text", "file", "collaborative", "text+collaborative", "file+collaborative")
 COLLABORATIVE_SOURCES = ("sasrec", "cooccurrence", "sasrec+cooccurrence")
 TOKENIZERS = ("mh_vqvae", "rq_vae", "rq_kmeans", "opq")
-_UNPREFIXED = {"item_embedding": "item_embedding", "text_fields": "text_fields", "text_encoder": "text_encoder"}
+_UNPREFIXED = {"item_embedding": "item_embedding", "text_fields": "text_fields", "text_encoder": "text_encoder",
+               "sid_length": "sid_length"}
 _FALLBACK_KEYS = {"seed": "seed", "device": "device", "show_progress": "show_progress"}
 _MODEL_DEFAULTS = load_yaml(model_config("LLaDARec"))
 _PROTOCOL_DEFAULTS = load_yaml(overall_config())
@@ -64,7 +65,7 @@ class SIDConfig:
     embedding_ids_file: str | None = _MODEL_DEFAULTS["sid_embedding_ids_file"]
     pca_dim: int = _MODEL_DEFAULTS["sid_pca_dim"]
     tokenizer: str = _MODEL_DEFAULTS["sid_tokenizer"]
-    n_heads: int = _MODEL_DEFAULTS["sid_n_heads"]
+    sid_length: int = _MODEL_DEFAULTS["sid_length"]
     codebook_size: int = _MODEL_DEFAULTS["sid_codebook_size"]
     code_dim: int = _MODEL_DEFAULTS["sid_code_dim"]
     hidden_sizes: tuple[int, ...] = tuple(_MODEL_DEFAULTS["sid_hidden_sizes"])
@@ -198,7 +199,7 @@ class SIDReport:
     n_train_items: int
     embedding_dim: int  # quantizer input dim, after PCA
     tokenizer: str
-    n_heads: int
+    sid_length: int
     codebook_size: int
     collisions_before: int  # N - distinct SIDs straight out of the quantizer
     collisions_after_rebalance: int  # after the official Sinkhorn pass (= before, for k-means tokenizers)
@@ -218,7 +219,7 @@ class SIDReport:
     def format(self) -> str:
         lines = [
             f"Semantic IDs: {self.n_items} items ({self.n_train_items} in training), tokenizer {self.tokenizer}, "
-            f"M={self.n_heads} heads x K={self.codebook_size} codes, input dim {self.embedding_dim}",
+            f"M={self.sid_length} tokens x K={self.codebook_size} codes, input dim {self.embedding_dim}",
             f"collisions: {self.collisions_before} from the quantizer -> {self.collisions_after_rebalance} after "
             f"Sinkhorn re-assignment -> {self.collisions_after} after make_unique ({self.n_moved} items moved)",
             f"reconstruction MSE: {self.reconstruction_error:.4f}"
@@ -226,9 +227,9 @@ class SIDReport:
         ]
         if self.check_epochs:
             lines.append(self._checks_line())
-        lines += ["", f"{'head':>4} | {'distinct codes':>14} | {'perplexity':>10}"]
-        for head, (usage, perplexity) in enumerate(zip(self.code_usage, self.perplexity), start=1):
-            lines.append(f"{head:>4} | {usage:>14} | {perplexity:>10.1f}")
+        lines += ["", f"{'token':>5} | {'distinct codes':>14} | {'perplexity':>10}"]
+        for token, (usage, perplexity) in enumerate(zip(self.code_usage, self.perplexity), start=1):
+            lines.append(f"{token:>5} | {usage:>14} | {perplexity:>10.1f}")
         lines += ["", f"{'stage':<12} | {'seconds':>8}"]
         lines += [f"{stage:<12} | {seconds:>8.2f}" for stage, seconds in self.stage_seconds.items()]
         hits = ", ".join(f"{name} {'hit' if hit else 'miss'}" for name, hit in self.cache_hits.items())
@@ -321,7 +322,7 @@ def build_semantic_ids(cfg: SIDConfig, item_ids: list[str], train_item_mask: np.
         report.stage_seconds["total"] = time.perf_counter() - start
     report.cache_hits = {"sids": hit, **cache_hits} if cache is not None else {}
 
-    item_sid = torch.full((len(item_ids), cfg.n_heads), PADDING_CODE, dtype=torch.long)
+    item_sid = torch.full((len(item_ids), cfg.sid_length), PADDING_CODE, dtype=torch.long)
     item_sid[1:] = torch.from_numpy(arrays["codes"]).long()
     logger.info("\n%s", report.format())
     return SIDResult(item_sid, report)
@@ -393,11 +394,11 @@ def _quantize(cfg: SIDConfig, item_vectors: np.ndarray, train: np.ndarray, devic
     final = unique.codes
     report = SIDReport(
         n_items=int(final.shape[0]), n_train_items=int(train.sum()), embedding_dim=int(reduced.shape[1]),
-        tokenizer=cfg.tokenizer, n_heads=cfg.n_heads, codebook_size=cfg.codebook_size,
+        tokenizer=cfg.tokenizer, sid_length=cfg.sid_length, codebook_size=cfg.codebook_size,
         collisions_before=collisions_before, collisions_after_rebalance=collisions_after_rebalance,
         collisions_after=unique.n_colliding_after, n_moved=unique.n_moved,
-        code_usage=[int(len(torch.unique(final[:, head]))) for head in range(cfg.n_heads)],
-        perplexity=[_perplexity(final[:, head], cfg.codebook_size) for head in range(cfg.n_heads)],
+        code_usage=[int(len(torch.unique(final[:, head]))) for head in range(cfg.sid_length)],
+        perplexity=[_perplexity(final[:, head], cfg.codebook_size) for head in range(cfg.sid_length)],
         reconstruction_error=quantizer.reconstruction_error(reduced),
         epochs=fit_report.epochs, best_epoch=fit_report.best_epoch, check_epochs=fit_report.check_epochs,
         loss_history=fit_report.loss_history, collision_history=fit_report.collision_history,

@@ -18,7 +18,7 @@ class KMeansQuantizerConfig:
     names, without defaults of their own (``sid.build.quantizer_config`` fills them from the config; the keys'
     defaults and meanings are in properties/model/LLaDARec.yaml)."""
 
-    n_heads: int
+    sid_length: int
     codebook_size: int
     kmeans_iters: int
     opq_iters: int  # OPQ only
@@ -26,7 +26,7 @@ class KMeansQuantizerConfig:
     device: str
 
     def __post_init__(self) -> None:
-        for name in ("n_heads", "codebook_size", "kmeans_iters", "opq_iters"):
+        for name in ("sid_length", "codebook_size", "kmeans_iters", "opq_iters"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
 
@@ -36,14 +36,14 @@ class ResidualKMeansQuantizer(Quantizer):
 
     def __init__(self, cfg: KMeansQuantizerConfig):
         self.cfg = cfg
-        self.n_heads = cfg.n_heads
+        self.sid_length = cfg.sid_length
         self.codebook_size = cfg.codebook_size
         self.codebooks: Tensor | None = None  # [M, K, D]
 
     def fit(self, train_embeddings: Tensor) -> FitReport:
         start = time.perf_counter()
         self.codebooks = residual_kmeans(train_embeddings.detach().float().to(self.cfg.device), self.codebook_size,
-                                         self.n_heads, self.cfg.kmeans_iters, self.cfg.seed)
+                                         self.sid_length, self.cfg.kmeans_iters, self.cfg.seed)
         return FitReport(seconds=time.perf_counter() - start)
 
     def _fitted(self) -> Tensor:
@@ -56,7 +56,7 @@ class ResidualKMeansQuantizer(Quantizer):
         codebooks = self._fitted()
         residual = embeddings.detach().float().to(codebooks.device)
         distances = []
-        for level in range(self.n_heads):
+        for level in range(self.sid_length):
             level_distances = squared_distances(residual, codebooks[level])
             distances.append(level_distances)
             residual = residual - codebooks[level][level_distances.argmin(dim=1)]

@@ -39,7 +39,7 @@ class VAEConfig:
     defaults of their own (``sid.build.quantizer_config`` fills them from the config; the keys' defaults and
     meanings are in properties/model/LLaDARec.yaml)."""
 
-    n_heads: int
+    sid_length: int
     codebook_size: int
     code_dim: int
     hidden_sizes: tuple[int, ...]
@@ -63,7 +63,7 @@ class VAEConfig:
     tf32: bool = True  # CUDA only: TF32 matmuls while training; the final codes are computed in full float32
 
     def __post_init__(self) -> None:
-        positive = ("n_heads", "codebook_size", "code_dim", "epochs", "batch_size", "check_every")
+        positive = ("sid_length", "codebook_size", "code_dim", "epochs", "batch_size", "check_every")
         for name in positive:
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
@@ -136,7 +136,7 @@ class VQAutoencoder(nn.Module):
         sizes = [in_dim, *cfg.hidden_sizes, latent_dim]
         self.encoder = mlp(sizes, generator)
         self.decoder = mlp(sizes[::-1], generator)
-        self.codebooks = nn.Parameter(torch.empty(cfg.n_heads, cfg.codebook_size, cfg.code_dim))
+        self.codebooks = nn.Parameter(torch.empty(cfg.sid_length, cfg.codebook_size, cfg.code_dim))
         bound = 1.0 / cfg.codebook_size
         nn.init.uniform_(self.codebooks, -bound, bound, generator=generator)
 
@@ -292,7 +292,7 @@ class AutoencoderQuantizer(Quantizer):
 
     def __init__(self, cfg: VAEConfig, show_progress: bool = True):
         self.cfg = cfg
-        self.n_heads = cfg.n_heads
+        self.sid_length = cfg.sid_length
         self.codebook_size = cfg.codebook_size
         self.show_progress = show_progress
         self.model: VQAutoencoder | None = None
