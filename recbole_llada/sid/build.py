@@ -17,7 +17,7 @@ import json
 import logging
 import math
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -29,7 +29,7 @@ from torch import Tensor
 from recbole_llada.devices import default_device
 from recbole_llada.resources import load_yaml, model_config, overall_config
 from recbole_llada.sid.cache import ArrayCache, fingerprint
-from recbole_llada.sid.embed import encode_texts, fuse_embeddings, load_embedding_file, pca_whiten
+from recbole_llada.sid.embed import ItemEmbeddings, pca_whiten
 from recbole_llada.sid.quantizers import (KMeansQuantizerConfig, MultiHeadVQVAEQuantizer, OPQQuantizer, Quantizer,
                                           ResidualKMeansQuantizer, ResidualVQVAEQuantizer, VAEConfig,
                                           count_collisions)
@@ -251,20 +251,20 @@ class SIDResult:
     report: SIDReport
 
 
+def resolved_device(cfg: SIDConfig) -> str:
+    """``cfg.device`` (``sid_device``, else RecBole's ``device``), or CUDA when available."""
+    return cfg.device or default_device()
+
+
 def build_semantic_ids(cfg: SIDConfig, item_ids: list[str], train_item_mask: np.ndarray,
-                       texts: Mapping[str, str] | None = None, embeddings: np.ndarray | None = None,
-                       embedding_seconds: float = 0.0, fuse_with: np.ndarray | None = None) -> SIDResult:
+                       embeddings: ItemEmbeddings) -> SIDResult:
     """Distinct SIDs for every item, the quantizer fitted on training items only.
 
     ``item_ids`` is RecBole's internal order with ``item_ids[0] == "[PAD]"``; ``train_item_mask`` (same length)
-    marks items seen in training. Item vectors come from ``embeddings`` when given (``[n_items, dim]`` aligned
-    with ``item_ids``; required for ``item_embedding: collaborative``), else from ``texts`` (item id -> text) or
-    the embedding file, per ``cfg.item_embedding``. ``embedding_seconds`` is the time the caller spent making
-    ``embeddings`` (e.g. training SASRec): the report shows it as the embed stage and counts it in the total.
-    ``fuse_with`` (``[n_items, dim]``, aligned like ``embeddings``) is concatenated to the text or file vectors
-    by ``fuse_embeddings`` (``item_embedding: text+collaborative`` / ``file+collaborative``).
+    marks items seen in training; ``embeddings`` is the run's one source of item vectors, rows aligned with
+    ``item_ids[1:]``. Its vectors are computed (the embed stage of the report) only when the SIDs are not cached.
     """
-    start = time.perf_counter() - embedding_seconds
+    start = time.perf_counter()
     if not item_ids or item_ids[0] != PAD_TOKEN:
         raise ValueError(f"item_ids must start with the padding item {PAD_TOKEN!r} (RecBole's internal order)")
     train_item_mask = np.asarray(train_item_mask, dtype=bool)
@@ -273,36 +273,29 @@ def build_semantic_ids(cfg: SIDConfig, item_ids: list[str], train_item_mask: np.
     items, train = list(item_ids[1:]), train_item_mask[1:]
     if not train.any():
         raise ValueError("no training items: the quantizer is fitted on items seen in training")
-    device = cfg.device or default_device()
+    device = resolved_device(cfg)
     cache = ArrayCache(cfg.cache_dir) if cfg.cache_dir else None
     stage_seconds: dict[str, float] = {}
     cache_hits: dict[str, bool] = {}
 
-    embedding_key_parts, load_embeddings = _embedding_source(cfg, items, texts, embeddings, device)
-    if fuse_with is not None:
-        fuse_with = np.asarray(fuse_with, dtype=np.float32)
-        if fuse_with.shape[0] != len(item_ids):
-            raise ValueError(f"fuse_with must have {len(item_ids)} rows aligned with item_ids, got {fuse_with.shape}")
-        fuse_with = fuse_with[1:]
-
     def build_codes() -> dict[str, np.ndarray]:
         tick = time.perf_counter()
-        if cache is None or embeddings is not None:
-            item_vectors = load_embeddings()
+        if cache is None or not embeddings.cache_vectors:
+            item_vectors = embeddings.compute()
         else:
-            arrays, cache_hits["embeddings"] = cache.get_or_build("embeddings", embedding_key_parts,
-                                                                  lambda: {"embeddings": load_embeddings()})
+            arrays, cache_hits["embeddings"] = cache.get_or_build("embeddings", embeddings.key,
+                                                                  lambda: {"embeddings": embeddings.compute()})
             item_vectors = arrays["embeddings"]
-        if fuse_with is not None:
-            item_vectors = fuse_embeddings([item_vectors, fuse_with], train)
+        if item_vectors.ndim != 2 or item_vectors.shape[0] != len(items):
+            raise ValueError(f"item vectors must be [n_items={len(items)}, dim] aligned with item_ids[1:], "
+                             f"got {item_vectors.shape}")
         stage_seconds["embed"] = time.perf_counter() - tick
         codes, report = _quantize(cfg, item_vectors, train, device, stage_seconds)
         return {"codes": codes, "report": np.array(json.dumps(dataclasses.asdict(report)))}
 
     sid_key_parts = {
         "version": PIPELINE_VERSION,
-        "embeddings": fingerprint(embedding_key_parts),
-        **({"fused": fingerprint(fuse_with)} if fuse_with is not None else {}),
+        "embeddings": fingerprint(embeddings.key),
         "train_items": fingerprint(np.packbits(train)),
         "pca_dim": cfg.pca_dim,
         "tokenizer": cfg.tokenizer,
@@ -313,52 +306,13 @@ def build_semantic_ids(cfg: SIDConfig, item_ids: list[str], train_item_mask: np.
     else:
         arrays, hit = cache.get_or_build("sids", sid_key_parts, build_codes)
     report = SIDReport(**json.loads(str(arrays["report"])))
-    if embeddings is not None:
-        report.stage_seconds = {"embed": embedding_seconds,
-                                **{k: v for k, v in report.stage_seconds.items() if k != "embed"}}
-    if hit:
-        report.stage_seconds["cache_load"] = time.perf_counter() - start
-    else:
-        report.stage_seconds["total"] = time.perf_counter() - start
+    report.stage_seconds["cache_load" if hit else "total"] = time.perf_counter() - start
     report.cache_hits = {"sids": hit, **cache_hits} if cache is not None else {}
 
     item_sid = torch.full((len(item_ids), cfg.sid_length), PADDING_CODE, dtype=torch.long)
     item_sid[1:] = torch.from_numpy(arrays["codes"]).long()
     logger.info("\n%s", report.format())
     return SIDResult(item_sid, report)
-
-
-def _embedding_source(cfg: SIDConfig, items: list[str], texts: Mapping[str, str] | None,
-                      embeddings: np.ndarray | None, device: str) -> tuple[dict[str, Any], Callable[[], np.ndarray]]:
-    """(cache key parts of the item vectors, function producing them as float32 [n_items - 1, dim])."""
-    if embeddings is not None:
-        embeddings = np.asarray(embeddings)
-        if embeddings.ndim != 2 or embeddings.shape[0] != len(items) + 1:
-            raise ValueError(f"embeddings must be [n_items={len(items) + 1}, dim] aligned with item_ids, "
-                             f"got {embeddings.shape}")
-        vectors = np.ascontiguousarray(embeddings[1:], dtype=np.float32)
-        return {"source": "array", "vectors": fingerprint(vectors)}, lambda: vectors
-    if cfg.content_source is None:
-        raise ValueError("item_embedding 'collaborative': train them with "
-                         "recbole_llada.sid.collaborative.train_collaborative_embeddings and pass embeddings=")
-    if cfg.content_source == "file":
-        parts = {"source": "file", "items": fingerprint(items),
-                 "matrix": fingerprint(Path(cfg.embedding_file).read_bytes()),
-                 "ids": fingerprint(Path(cfg.embedding_ids_file).read_bytes())}
-        return parts, lambda: load_embedding_file(Path(cfg.embedding_file), Path(cfg.embedding_ids_file), items)
-    if texts is None:
-        raise ValueError("item_embedding 'text' needs texts (item id -> text), e.g. from read_item_texts")
-    item_texts = [texts.get(item, "") for item in items]
-    n_missing = sum(1 for item in items if item not in texts)
-    if n_missing:
-        logger.warning("%d of %d items have no text; they are encoded from the empty string", n_missing, len(items))
-    parts = {"source": "text", "encoder": cfg.text_encoder, "items": fingerprint(items),
-             "texts": fingerprint(item_texts)}
-
-    def encode() -> np.ndarray:
-        return encode_texts(item_texts, cfg.text_encoder, cfg.encode_batch_size, device, cfg.show_progress)
-
-    return parts, encode
 
 
 def _quantize(cfg: SIDConfig, item_vectors: np.ndarray, train: np.ndarray, device: str,

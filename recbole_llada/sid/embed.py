@@ -1,16 +1,20 @@
-"""Item embeddings: sentence-encoder text embeddings, user-supplied matrices, and train-only PCA whitening."""
+"""Item embeddings: the ``ItemEmbeddings`` source the SIDs are built from (text, file, array, fused), sentence-encoder
+text embeddings, user-supplied matrices, and train-only PCA whitening."""
 
 from __future__ import annotations
 
 import contextlib
 import logging
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from recbole_llada.devices import default_device
+from recbole_llada.sid.cache import fingerprint
 
 logger = logging.getLogger(__name__)
 
@@ -154,3 +158,53 @@ def fuse_embeddings(parts: list[np.ndarray], train_mask: np.ndarray) -> np.ndarr
             raise ValueError("an item embedding source is constant over the training items: nothing to fuse")
         scaled.append(centred / np.sqrt(total_variance))
     return np.ascontiguousarray(np.concatenate(scaled, axis=1), dtype=np.float32)
+
+
+@dataclass(frozen=True)
+class ItemEmbeddings:
+    """The item vectors the SIDs are built from: one source, chosen once per run from ``item_embedding`` (by
+    ``LLaDARecDataset``; the builders below and ``sid.collaborative.sasrec_embeddings`` make them).
+
+    ``key`` identifies the vectors without computing them (the caches' key); ``compute`` returns them, float32
+    ``[n_items, dim]`` for the real items in RecBole's internal order (no padding row), and runs only when the SIDs
+    are not cached; ``cache_vectors``: the vectors are worth a cache entry of their own (a text encoder's output),
+    so another tokenizer setting reuses them.
+    """
+
+    key: Mapping[str, Any]
+    compute: Callable[[], np.ndarray]
+    cache_vectors: bool = False
+
+
+def text_embeddings(items: list[str], texts: Mapping[str, str], encoder: str, batch_size: int, device: str,
+                    show_progress: bool) -> ItemEmbeddings:
+    """Sentence embeddings of each item's text (item id -> text; an item without text is encoded from "")."""
+    item_texts = [texts.get(item, "") for item in items]
+    n_missing = sum(1 for item in items if item not in texts)
+    if n_missing:
+        logger.warning("%d of %d items have no text; they are encoded from the empty string", n_missing, len(items))
+    key = {"source": "text", "encoder": encoder, "items": fingerprint(items), "texts": fingerprint(item_texts)}
+    return ItemEmbeddings(key, lambda: encode_texts(item_texts, encoder, batch_size, device, show_progress),
+                          cache_vectors=True)
+
+
+def file_embeddings(npy_path: Path, ids_path: Path, items: list[str]) -> ItemEmbeddings:
+    """The rows of a user-supplied matrix (``load_embedding_file``), keyed by the files' contents."""
+    key = {"source": "file", "items": fingerprint(items), "matrix": fingerprint(Path(npy_path).read_bytes()),
+           "ids": fingerprint(Path(ids_path).read_bytes())}
+    return ItemEmbeddings(key, lambda: load_embedding_file(Path(npy_path), Path(ids_path), items), cache_vectors=True)
+
+
+def array_embeddings(vectors: np.ndarray) -> ItemEmbeddings:
+    """Vectors already in memory, ``[n_items, dim]`` for the real items (no padding row)."""
+    vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+    if vectors.ndim != 2:
+        raise ValueError(f"item vectors must be [n_items, dim], got shape {vectors.shape}")
+    return ItemEmbeddings({"source": "array", "vectors": fingerprint(vectors)}, lambda: vectors)
+
+
+def fused_embeddings(parts: list[ItemEmbeddings], train_mask: np.ndarray) -> ItemEmbeddings:
+    """Several sources concatenated by ``fuse_embeddings`` (``train_mask``: training items among the real ones)."""
+    key = {"source": "fused", "parts": [dict(part.key) for part in parts],
+           "train": fingerprint(np.packbits(train_mask))}
+    return ItemEmbeddings(key, lambda: fuse_embeddings([part.compute() for part in parts], train_mask))
