@@ -12,7 +12,7 @@ RECBOLE_RUNTIME_DEPS = [
     "tqdm>=4.48.2",
     "colorlog==4.7.2",
     "colorama==0.4.4",
-    "scikit-learn>=0.23.2",
+    "scikit-learn>=1.5",  # PCA's covariance_eigh solver (sid/embed.py)
     "pyyaml>=5.1",
     "tensorboard>=2.5",
     "thop>=0.1.1.post2207130030",

@@ -249,7 +249,7 @@ def official_arguments(config: Mapping[str, Any], category: str, sid_length: int
         "n_kv_heads": config["n_heads"], "mlp_ratio": config["mlp_ratio"], "dropout_rate": config["dropout_prob"],
         "his_mask_w": config["his_mask_weight"], "temperature": config["temperature"],
         "lr": config["learning_rate"], "weight_decay": config["weight_decay"],
-        "warmup_ratio": config["warmup_ratio"], "max_grad_norm": config["max_grad_norm"],
+        "warmup_ratio": config["warmup_ratio"], "max_grad_norm": config["clip_grad_norm"]["max_norm"],
         "train_batch_size": config["train_batch_size"],
         "eval_batch_size": decode_users, "test_batch_size": decode_users,
         "gen_steps": config["gen_steps"], "num_beams": config["num_beams"],

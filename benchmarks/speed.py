@@ -269,7 +269,7 @@ def measure_llada(report: SpeedReport, generator: torch.Generator) -> None:
         with bf16_autocast(device):
             loss = model.calculate_loss(batch)
         loss.backward()
-        clip_grad_norm_(model.parameters(), config["max_grad_norm"])
+        clip_grad_norm_(model.parameters(), **config["clip_grad_norm"])
         optimizer.step()
 
     model.train()

@@ -129,7 +129,7 @@ def profile_llada(setup: speed.SpeedSetup, device: torch.device, dense_mask: boo
         with record_function("train: backward"):
             loss.backward()
         with record_function("train: clip_grad_norm_"):
-            clip_grad_norm_(model.parameters(), config["max_grad_norm"])
+            clip_grad_norm_(model.parameters(), **config["clip_grad_norm"])
         with record_function("train: optimizer"):
             optimizer.step()
 

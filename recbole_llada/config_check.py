@@ -68,7 +68,6 @@ SCHEMA: dict[str, Rule] = {
     "item_mask_weight": _NON_NEGATIVE,
     "his_mask_weight": _NON_NEGATIVE,
     "warmup_ratio": _PROBABILITY,
-    "max_grad_norm": Rule(minimum=0, exclusive_minimum=True),
     "gen_steps": _POSITIVE,
     "gen_order": Rule(str, choices=DECODING_ORDERS),
     "num_beams": _POSITIVE,
@@ -99,6 +98,7 @@ SCHEMA: dict[str, Rule] = {
 # Keys this plugin read before, and what replaced them: a user's old config gets the new name, not "unknown key".
 RENAMED_KEYS: dict[str, str] = {
     "sid_n_heads": "sid_length (M, the tokens per item; n_heads is the attention heads)",
+    "max_grad_norm": "RecBole's clip_grad_norm, e.g. clip_grad_norm: {max_norm: 1.0}",
 }
 
 # Keys RecBole reads in its code (or sets itself) without a default in its YAML property files.

@@ -57,6 +57,7 @@ def on_tiny(data_path: Path, *argv: str) -> list[str]:
     ("--sid_tokenizer=foo", "sid_tokenizer must be one of"),
     ("--sid_length=abc", "'sid_length' is 'abc'"),
     ("--sid_n_heads=2", "'sid_n_heads' (set in --key=value overrides) was renamed to sid_length"),
+    ("--max_grad_norm=0.5", "was renamed to RecBole's clip_grad_norm"),
     ("--sid_codebook_size=1", "'sid_codebook_size' is 1"),
     ("--gen_steps=9", "gen_steps is 9"),
     ("--metrics=[Recal]", "RecBole rejected the configuration"),
