@@ -53,5 +53,5 @@ setup(
         "tune": ["ray[tune]>=2.40"],
         "dev": ["pytest>=8", "ray[tune]>=2.40"],
     },
-    entry_points={"console_scripts": ["recbole-llada=recbole_llada.cli:main"]},
+    entry_points={"console_scripts": ["recbole-llada=recbole_llada.cli.run:main"]},
 )

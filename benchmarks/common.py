@@ -18,8 +18,8 @@ from typing import Any, Callable, Mapping, Sequence
 import torch
 
 from recbole_llada.devices import default_device
-from recbole_llada.quick_start import build_config
-from recbole_llada.results import provenance_markdown
+from recbole_llada.training.quick_start import build_config
+from recbole_llada.training.results import provenance_markdown
 from recbole.config import Config
 from recbole.utils import get_model
 

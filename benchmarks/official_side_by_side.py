@@ -14,7 +14,7 @@ into this repository). Its own dependencies must be installed (see benchmarks/RE
    ``<dataset>.{train,valid,test}.csv`` (``user_id,parent_asin,rating,timestamp,history``, history = the
    space-separated earlier items) and an empty ``meta_<dataset>.jsonl`` (only the official tokenizer reads item
    text, and it is not run). The official loader's own leave-one-out then recovers exactly our sequences.
-   Our semantic IDs (``--sid_table``, written by ``python -m recbole_llada.tokenize``, or the ``item_sid`` buffer
+   Our semantic IDs (``--sid_table``, written by ``python -m recbole_llada.cli.build_sids``, or the ``item_sid`` buffer
    of a trained LLaDARec ``--checkpoint``) go to its ``sem_ids`` JSON, ``{item: [c1, ..., cM]}``. Users and items
    are written as ``user_<token>`` / ``item_<token>`` (our RecBole tokens): the prefix keeps the official csv
    reader from turning numeric ids into numbers, which would split an item into two ids.
@@ -181,7 +181,7 @@ def sem_ids_file(work_dir: Path, category: str, max_item_seq_len: int) -> Path:
 # ----- semantic IDs ------------------------------------------------------------------------------------------
 
 def read_sid_table(path: Path) -> dict[str, list[int]]:
-    """``item_id<TAB>c1 c2 ... cM`` per line (recbole_llada.tokenize's output) -> {item token: codes}."""
+    """``item_id<TAB>c1 c2 ... cM`` per line (recbole_llada.cli.build_sids's output) -> {item token: codes}."""
     codes: dict[str, list[int]] = {}
     for line in Path(path).read_text(encoding="utf-8").splitlines():
         if line.strip():
@@ -272,7 +272,7 @@ def load_split(dataset: str, config_files: Sequence[str], overrides: Mapping[str
     from recbole.data.dataset import SequentialDataset
     from recbole.utils import init_seed
 
-    from recbole_llada import quick_start
+    from recbole_llada.training import quick_start
 
     config = quick_start.build_config("LLaDARec", dataset, config_files, overrides)
     quick_start.ensure_dataset_files(config)
@@ -308,7 +308,7 @@ def run_official(official_dir: Path, arguments: Mapping[str, Any], work_dir: Pat
 def run_record(summary: Mapping[str, Any], dataset: str, seed: int, arguments: Mapping[str, Any],
                epochs: int) -> dict[str, object]:
     """A row of ``<dataset>_runs.csv`` (quality.RUN_COLUMNS) for one official run."""
-    from recbole_llada.results import provenance
+    from recbole_llada.training.results import provenance
 
     metrics = {k: float(v) for k, v in summary["test_results"].items()}
     settings = {k: v for k, v in arguments.items()
@@ -336,7 +336,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help=f"local checkout of TengShi-RUC/LLaDA-Rec at {OFFICIAL_COMMIT}")
     parser.add_argument("--dataset", required=True)
     sids = parser.add_mutually_exclusive_group(required=True)
-    sids.add_argument("--sid_table", type=Path, help="item_id<TAB>codes, from python -m recbole_llada.tokenize")
+    sids.add_argument("--sid_table", type=Path, help="item_id<TAB>codes, from python -m recbole_llada.cli.build_sids")
     sids.add_argument("--checkpoint", type=Path, help="a trained LLaDARec checkpoint (its item_sid buffer)")
     parser.add_argument("--epochs", type=int, required=True, help="training epochs (as our run's)")
     parser.add_argument("--seed", type=int, required=True)
@@ -349,7 +349,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from recbole_llada.quick_start import parse_overrides
+    from recbole_llada.training.quick_start import parse_overrides
 
     args, rest = build_parser().parse_known_args(argv)
     overrides = parse_overrides(rest)

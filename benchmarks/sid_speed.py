@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from recbole_llada.results import git_commit
+from recbole_llada.training.results import git_commit
 from recbole_llada.sid import (PADDING_CODE, SIDConfig, SIDResult, array_embeddings, build_semantic_ids, encode_texts,
                               file_embeddings, read_item_texts, resolved_device, text_embeddings)
 from recbole_llada.sid.build import resolved_epochs

@@ -43,7 +43,7 @@ from benchmarks.common import (RESULTS_DIR, Timing, build_synthetic_model, encod
                                time_repeated, write_csv, write_markdown)
 from benchmarks.reference_decode import reference_full_sort_predict
 from recbole_llada.devices import bf16_autocast
-from recbole_llada.results import markdown_table, provenance
+from recbole_llada.training.results import markdown_table, provenance
 
 
 @dataclass(frozen=True)

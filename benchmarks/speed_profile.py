@@ -48,7 +48,7 @@ from benchmarks.common import (RESULTS_DIR, build_synthetic_model, format_number
 from recbole_llada.decoding.constraints import SIDIndex
 from recbole_llada.devices import bf16_autocast
 from recbole_llada.model.llada_rec import LLaDARec
-from recbole_llada.results import markdown_table, provenance
+from recbole_llada.training.results import markdown_table, provenance
 
 MODEL_REGION = "model: LLaDARec.code_log_probs"
 CONSTRAINT_REGION = "constraints: SIDIndex"

@@ -35,7 +35,7 @@ from recbole.data import data_preparation
 from recbole.data.dataset import SequentialDataset
 from recbole.utils import get_model, get_trainer, init_seed
 from recbole_llada import resources
-from recbole_llada.results import markdown_table, provenance
+from recbole_llada.training.results import markdown_table, provenance
 
 DEFAULT_BEAMS = (10, 20, 50)
 PLOT_METRIC = "ndcg@10"

@@ -15,7 +15,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/ sits
 
 from benchmarks import ablations, tradeoff  # noqa: E402
 from conftest import TINY_DATASET, tiny_llada_config_dict  # noqa: E402
-from recbole_llada.quick_start import run  # noqa: E402
+from recbole_llada.training.quick_start import run  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

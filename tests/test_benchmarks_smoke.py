@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/ sits
 
 from benchmarks import common, quality, reference_decode, speed, tradeoff  # noqa: E402
 from conftest import tiny_config_dict, tiny_llada_config_dict, write_tiny_dataset  # noqa: E402
-from recbole_llada.quick_start import RunResult  # noqa: E402
+from recbole_llada.training.quick_start import RunResult  # noqa: E402
 
 CPU = torch.device("cpu")
 # Codes allowed at each position; every combination is an item, so restricting each position separately (the

@@ -8,9 +8,9 @@ from recbole.config import Config
 from recbole.data import create_dataset, data_preparation
 from recbole.utils import get_trainer, init_seed
 
-from recbole_llada import quick_start
 from recbole_llada.model import llada_rec
 from recbole_llada.model.llada_rec import PAD_TOKEN, LLaDARec
+from recbole_llada.training import quick_start
 
 from conftest import prepare_tiny_llada, tiny_llada_config_dict
 

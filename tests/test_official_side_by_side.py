@@ -159,7 +159,7 @@ def test_checkpoint_sids_name_rows_by_item_token(tmp_path):
 
 
 def test_official_arguments_carry_our_config_and_refuse_what_it_cannot_run(tmp_path):
-    from recbole_llada.quick_start import build_config
+    from recbole_llada.training.quick_start import build_config
 
     config = build_config("LLaDARec", "ml-100k", overrides={"valid_num_beams": 10})
     arguments = side.official_arguments(config, "ml-100k", sid_length=2, epochs=3, seed=7, work_dir=tmp_path)

@@ -12,11 +12,11 @@ from pathlib import Path
 import pytest
 from recbole.trainer import Trainer
 
-from recbole_llada import quick_start
-from recbole_llada.cli import main
+from recbole_llada.cli.run import main
 from recbole_llada.errors import UserInputError
-from recbole_llada.resume import load_checkpoint, resume
-from recbole_llada.trainer import LLaDARecTrainer
+from recbole_llada.training import quick_start
+from recbole_llada.training.resume import load_checkpoint, resume
+from recbole_llada.training.trainer import LLaDARecTrainer
 
 from conftest import TINY_DATASET, tiny_config_dict
 

@@ -7,9 +7,9 @@ import math
 
 import pytest
 
-from recbole_llada import quick_start
-from recbole_llada.cli import main
+from recbole_llada.cli.run import main
 from recbole_llada.errors import UserInputError
+from recbole_llada.training import quick_start
 
 from conftest import tiny_config_dict
 

@@ -9,9 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from recbole_llada import config_check, quick_start
-from recbole_llada.cli import main
+from recbole_llada import config_check
+from recbole_llada.cli.run import main
 from recbole_llada.errors import UserInputError
+from recbole_llada.training import quick_start
 
 from conftest import TINY_DATASET, tiny_config_dict, write_tiny_dataset
 

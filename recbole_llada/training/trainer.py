@@ -16,7 +16,7 @@ inherited unchanged):
   ``history loss`` and, with the item scorer, ``scorer loss``: the weighted parts in the model's ``last_losses``,
   which sum to its loss, summed over the epoch's batches).
 - Checkpoints carry the learning-rate schedule and the random state, so ``--resume`` continues exactly
-  (``recbole_llada.resume``).
+  (``recbole_llada.training.resume``).
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from torch.nn.utils import clip_grad_norm_
 from tqdm import tqdm
 
 from recbole_llada.devices import bf16_autocast
-from recbole_llada.resume import ResumableTrainer
+from recbole_llada.training.resume import ResumableTrainer
 
 
 def warmup_cosine(step: int, total_steps: int, warmup_steps: int) -> float:
