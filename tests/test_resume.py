@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 from recbole.trainer import Trainer
 
 from recbole_llada.cli.run import main
@@ -164,3 +165,15 @@ def test_a_killed_run_resumes_to_the_metrics_of_an_uninterrupted_one(tiny_data_p
     assert resumed.test_result == whole.test_result
     assert resumed.best_valid_result == whole.best_valid_result
     assert resumed.epochs_trained == whole.epochs_trained
+
+
+def test_the_trainer_takes_recboles_learner_and_clip_grad_norm(tiny_data_path, tmp_path):
+    def trainer_of(**extra) -> LLaDARecTrainer:
+        config = quick_start.build_config("LLaDARec", TINY_DATASET,
+                                          overrides=llada_overrides(tiny_data_path, tmp_path, **extra))
+        return quick_start.prepare(config).trainer
+
+    default = trainer_of()
+    assert type(default.optimizer) is torch.optim.AdamW and default.clip_grad_norm == {"max_norm": 1.0}
+    other = trainer_of(learner="adam", clip_grad_norm={"max_norm": 0.5})
+    assert type(other.optimizer) is torch.optim.Adam and other.clip_grad_norm == {"max_norm": 0.5}
