@@ -23,7 +23,7 @@ $(STAMP): setup.py
 install: $(STAMP)
 
 demo: $(STAMP)
-	$(PY) run_recbole_llada.py --model=LLaDARec --dataset=ml-100k
+	$(PY) run_recbole_llada.py --model=LLaDARec --dataset=ml-100k --config_files=properties/demo/LLaDARec-ml-100k.yaml
 
 test: $(STAMP)
 	$(PY) -m pytest -q tests

@@ -2,7 +2,7 @@
 
 import sys
 
-from recbole_llada.cli import main
+from recbole_llada.cli.run import main
 
 if __name__ == "__main__":
     sys.exit(main())

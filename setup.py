@@ -12,7 +12,7 @@ RECBOLE_RUNTIME_DEPS = [
     "tqdm>=4.48.2",
     "colorlog==4.7.2",
     "colorama==0.4.4",
-    "scikit-learn>=0.23.2",
+    "scikit-learn>=1.5",  # PCA's covariance_eigh solver (sid/embed.py)
     "pyyaml>=5.1",
     "tensorboard>=2.5",
     "thop>=0.1.1.post2207130030",
@@ -36,7 +36,7 @@ setup(
         "recbole_llada._dataset_configs": "dataset_configs",
     },
     package_data={
-        "recbole_llada._properties": ["*.yaml", "model/*.yaml", "tune/*.yaml"],
+        "recbole_llada._properties": ["*.yaml", "model/*.yaml", "model_dataset/*.yaml", "demo/*.yaml", "tune/*.yaml"],
         "recbole_llada._dataset_configs": ["*.yaml"],
     },
     install_requires=[
@@ -53,5 +53,5 @@ setup(
         "tune": ["ray[tune]>=2.40"],
         "dev": ["pytest>=8", "ray[tune]>=2.40"],
     },
-    entry_points={"console_scripts": ["recbole-llada=recbole_llada.cli:main"]},
+    entry_points={"console_scripts": ["recbole-llada=recbole_llada.cli.run:main"]},
 )

@@ -7,7 +7,7 @@
 STUDY is one of benchmarks/experiments/ablations.yaml, where every study's variants (their config overrides) and the
 paper's direction for each row are data:
 - trained studies (``tokenizer``, ``losses``, ``attention``, ``alpha``): every variant trains LLaDARec once per seed
-  through ``recbole_llada.quick_start.run``, the variant's overrides on top of the user's ``--key=value``;
+  through ``recbole_llada.training.quick_start.run``, the variant's overrides on top of the user's ``--key=value``;
 - decode studies (``decoding``, ``order``, ``steps``): one checkpoint per seed, trained here with the user's
   overrides or given by ``--checkpoints``; each variant rebuilds the model from the checkpoint's config, the user's
   overrides and its own, loads the checkpoint's weights and SID table, and evaluates the test split with RecBole's
@@ -43,8 +43,8 @@ from benchmarks import quality, tradeoff
 from benchmarks.common import (save_figure, REPO_ROOT, RESULTS_DIR, format_number, slugify, split_config_files,
                                write_csv, write_markdown)
 from recbole.utils import get_model, get_trainer, init_seed
-from recbole_llada.quick_start import RunResult, build_config, parse_overrides, run
-from recbole_llada.results import markdown_table, provenance
+from recbole_llada.training.quick_start import RunResult, build_config, parse_overrides, run
+from recbole_llada.training.results import markdown_table, provenance
 
 MODEL = "LLaDARec"
 STUDIES_FILE = REPO_ROOT / "benchmarks" / "experiments" / "ablations.yaml"

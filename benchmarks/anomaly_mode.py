@@ -25,7 +25,7 @@ import torch
 
 from benchmarks.common import (RESULTS_DIR, build_synthetic_model, format_number, hardware_slug, pick_device,
                                synchronize, synthetic_batch, synthetic_dataset, write_csv, write_markdown)
-from recbole_llada.results import markdown_table, provenance
+from recbole_llada.training.results import markdown_table, provenance
 
 SCALES = {  # n_items, history, {model: (batch, overrides)}
     "small": (2000, 20, {"SASRec": (256, {}),

@@ -25,7 +25,7 @@ if __package__ in (None, ""):  # run as a file: make the repository root importa
 from benchmarks import valid_curves
 from benchmarks.common import RESULTS_DIR
 from recbole.utils import init_logger
-from recbole_llada import quick_start
+from recbole_llada.training import quick_start
 
 DECODINGS: dict[str, dict[str, Any]] = {"marginal": {"scoring": "marginal"}, "greedy": {"scoring": "beam", "num_beams": 1}}
 

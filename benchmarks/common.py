@@ -18,8 +18,8 @@ from typing import Any, Callable, Mapping, Sequence
 import torch
 
 from recbole_llada.devices import default_device
-from recbole_llada.quick_start import build_config
-from recbole_llada.results import provenance_markdown
+from recbole_llada.training.quick_start import build_config
+from recbole_llada.training.results import provenance_markdown
 from recbole.config import Config
 from recbole.utils import get_model
 
@@ -118,27 +118,29 @@ def encoder_flops_per_token(d_model: int, n_layers: int, mlp_ratio: int, seq_len
 
 # ----- synthetic RecBole stand-ins ----------------------------------------------------------------------
 
-def random_unique_sids(n_items: int, n_digits: int, codebook_size: int, generator: torch.Generator) -> torch.Tensor:
+def random_unique_sids(n_items: int, sid_length: int, codebook_size: int, generator: torch.Generator) -> torch.Tensor:
     """LongTensor[n_items + 1, M]: distinct random SIDs for items 1..n_items; row 0 (padding) is -1 as in the
     SID pipeline."""
-    if n_items > codebook_size**n_digits:
-        raise ValueError(f"{n_items} items cannot have unique SIDs with {n_digits} digits of {codebook_size} codes")
+    if n_items > codebook_size**sid_length:
+        raise ValueError(f"{n_items} items cannot have unique SIDs with {sid_length} digits of {codebook_size} codes")
     keys = torch.empty(0, dtype=torch.long)
     while keys.numel() < n_items:
         # Draw extra and drop repeats; a second round is rarely needed.
-        draw = torch.randint(0, codebook_size**n_digits, (2 * n_items,), generator=generator)
+        draw = torch.randint(0, codebook_size**sid_length, (2 * n_items,), generator=generator)
         keys = torch.cat([keys, draw]).unique(sorted=False)
     keys = keys[torch.randperm(keys.numel(), generator=generator)[:n_items]]
-    place_value = codebook_size ** torch.arange(n_digits)
+    place_value = codebook_size ** torch.arange(sid_length)
     codes = (keys[:, None] // place_value) % codebook_size
-    return torch.cat([torch.full((1, n_digits), -1, dtype=torch.long), codes])
+    return torch.cat([torch.full((1, sid_length), -1, dtype=torch.long), codes])
 
 
 class SyntheticDataset:
     """The attributes RecBole's sequential model constructors (and LLaDARec's) read from a dataset."""
 
-    def __init__(self, item_sid: torch.Tensor, train_targets: torch.Tensor, item_field: str = "item_id"):
+    def __init__(self, item_sid: torch.Tensor, sid_codebook_size: int, train_targets: torch.Tensor,
+                 item_field: str = "item_id"):
         self.item_sid = item_sid
+        self.sid_codebook_size = sid_codebook_size
         self.inter_feat = {item_field: train_targets}
         self._n_items = item_sid.shape[0]
 
@@ -147,11 +149,11 @@ class SyntheticDataset:
         return self._n_items
 
 
-def synthetic_dataset(n_items: int, n_digits: int, codebook_size: int, n_train_targets: int,
+def synthetic_dataset(n_items: int, sid_length: int, codebook_size: int, n_train_targets: int,
                       generator: torch.Generator) -> SyntheticDataset:
-    item_sid = random_unique_sids(n_items, n_digits, codebook_size, generator)
+    item_sid = random_unique_sids(n_items, sid_length, codebook_size, generator)
     targets = torch.randint(1, n_items + 1, (n_train_targets,), generator=generator)
-    return SyntheticDataset(item_sid, targets)
+    return SyntheticDataset(item_sid, codebook_size, targets)
 
 
 def synthetic_batch(model: torch.nn.Module, n_users: int, history_len: int, n_items: int,

@@ -25,7 +25,7 @@ if __package__ in (None, ""):  # run as a file: make the repository root importa
 
 from benchmarks.common import format_number, write_csv, write_markdown
 from benchmarks.quality import METRIC_TITLES, METRICS, read_runs, runs_path, summarise
-from recbole_llada.results import markdown_table, provenance
+from recbole_llada.training.results import markdown_table, provenance
 
 _EPOCH_TIME = re.compile(r"epoch (\d+) (training|evaluating) \[time: ([0-9.]+)s")
 

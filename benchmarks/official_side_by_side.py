@@ -14,7 +14,7 @@ into this repository). Its own dependencies must be installed (see benchmarks/RE
    ``<dataset>.{train,valid,test}.csv`` (``user_id,parent_asin,rating,timestamp,history``, history = the
    space-separated earlier items) and an empty ``meta_<dataset>.jsonl`` (only the official tokenizer reads item
    text, and it is not run). The official loader's own leave-one-out then recovers exactly our sequences.
-   Our semantic IDs (``--sid_table``, written by ``python -m recbole_llada.tokenize``, or the ``item_sid`` buffer
+   Our semantic IDs (``--sid_table``, written by ``python -m recbole_llada.cli.build_sids``, or the ``item_sid`` buffer
    of a trained LLaDARec ``--checkpoint``) go to its ``sem_ids`` JSON, ``{item: [c1, ..., cM]}``. Users and items
    are written as ``user_<token>`` / ``item_<token>`` (our RecBole tokens): the prefix keeps the official csv
    reader from turning numeric ids into numbers, which would split an item into two ids.
@@ -181,7 +181,7 @@ def sem_ids_file(work_dir: Path, category: str, max_item_seq_len: int) -> Path:
 # ----- semantic IDs ------------------------------------------------------------------------------------------
 
 def read_sid_table(path: Path) -> dict[str, list[int]]:
-    """``item_id<TAB>c1 c2 ... cM`` per line (recbole_llada.tokenize's output) -> {item token: codes}."""
+    """``item_id<TAB>c1 c2 ... cM`` per line (recbole_llada.cli.build_sids's output) -> {item token: codes}."""
     codes: dict[str, list[int]] = {}
     for line in Path(path).read_text(encoding="utf-8").splitlines():
         if line.strip():
@@ -223,7 +223,7 @@ OFFICIAL_FIXED = {"attention": "bidirectional", "gen_order": "adaptive", "item_m
                   "constrained_decoding": True}
 
 
-def official_arguments(config: Mapping[str, Any], category: str, n_digits: int, epochs: int, seed: int,
+def official_arguments(config: Mapping[str, Any], category: str, sid_length: int, epochs: int, seed: int,
                        work_dir: Path) -> dict[str, Any]:
     """Our LLaDARec config as the official main.py's ``--key=value`` arguments."""
     for key, value in OFFICIAL_FIXED.items():
@@ -240,7 +240,7 @@ def official_arguments(config: Mapping[str, Any], category: str, n_digits: int, 
     return {
         "model": "LLaDARec", "dataset": "AmazonReviews2023", "category": category,
         "tokenizer_name": "MultiHeadVQVAE", "sem_ids_path": SEM_IDS_NAME,
-        "vq_n_codebooks": n_digits, "vq_codebook_size": config["sid_codebook_size"],
+        "vq_n_codebooks": sid_length, "vq_codebook_size": config["sid_codebook_size"],
         "cache_dir": f"{work_dir}/cache/", "base_result_dir": f"{work_dir}/output/",
         "tensorboard_log_dir": f"{work_dir}/tensorboard/", "run_time": f"seed{seed}",
         "rand_seed": seed, "epochs": epochs, "eval_interval": 1, "patience": config["stopping_step"],
@@ -249,7 +249,7 @@ def official_arguments(config: Mapping[str, Any], category: str, n_digits: int, 
         "n_kv_heads": config["n_heads"], "mlp_ratio": config["mlp_ratio"], "dropout_rate": config["dropout_prob"],
         "his_mask_w": config["his_mask_weight"], "temperature": config["temperature"],
         "lr": config["learning_rate"], "weight_decay": config["weight_decay"],
-        "warmup_ratio": config["warmup_ratio"], "max_grad_norm": config["max_grad_norm"],
+        "warmup_ratio": config["warmup_ratio"], "max_grad_norm": config["clip_grad_norm"]["max_norm"],
         "train_batch_size": config["train_batch_size"],
         "eval_batch_size": decode_users, "test_batch_size": decode_users,
         "gen_steps": config["gen_steps"], "num_beams": config["num_beams"],
@@ -272,7 +272,7 @@ def load_split(dataset: str, config_files: Sequence[str], overrides: Mapping[str
     from recbole.data.dataset import SequentialDataset
     from recbole.utils import init_seed
 
-    from recbole_llada import quick_start
+    from recbole_llada.training import quick_start
 
     config = quick_start.build_config("LLaDARec", dataset, config_files, overrides)
     quick_start.ensure_dataset_files(config)
@@ -308,7 +308,7 @@ def run_official(official_dir: Path, arguments: Mapping[str, Any], work_dir: Pat
 def run_record(summary: Mapping[str, Any], dataset: str, seed: int, arguments: Mapping[str, Any],
                epochs: int) -> dict[str, object]:
     """A row of ``<dataset>_runs.csv`` (quality.RUN_COLUMNS) for one official run."""
-    from recbole_llada.results import provenance
+    from recbole_llada.training.results import provenance
 
     metrics = {k: float(v) for k, v in summary["test_results"].items()}
     settings = {k: v for k, v in arguments.items()
@@ -336,7 +336,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help=f"local checkout of TengShi-RUC/LLaDA-Rec at {OFFICIAL_COMMIT}")
     parser.add_argument("--dataset", required=True)
     sids = parser.add_mutually_exclusive_group(required=True)
-    sids.add_argument("--sid_table", type=Path, help="item_id<TAB>codes, from python -m recbole_llada.tokenize")
+    sids.add_argument("--sid_table", type=Path, help="item_id<TAB>codes, from python -m recbole_llada.cli.build_sids")
     sids.add_argument("--checkpoint", type=Path, help="a trained LLaDARec checkpoint (its item_sid buffer)")
     parser.add_argument("--epochs", type=int, required=True, help="training epochs (as our run's)")
     parser.add_argument("--seed", type=int, required=True)
@@ -349,7 +349,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from recbole_llada.quick_start import parse_overrides
+    from recbole_llada.training.quick_start import parse_overrides
 
     args, rest = build_parser().parse_known_args(argv)
     overrides = parse_overrides(rest)
@@ -367,13 +367,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     item_tokens = list(data.field2id_token[data.iid_field])
     item_codes = (read_sid_table(args.sid_table) if args.sid_table is not None
                   else checkpoint_sids(args.checkpoint, item_tokens))
-    n_digits = sid_shape(item_codes, config["sid_codebook_size"])
+    sid_length = sid_shape(item_codes, config["sid_codebook_size"])
     sequences = user_sequences(train, valid, test)
     sem_ids_path = write_official_inputs(work_dir, args.dataset, sequences, user_tokens, item_tokens, item_codes,
                                          config["MAX_ITEM_LIST_LENGTH"])
     print(f"wrote {len(sequences)} users' sequences and {sem_ids_path}", flush=True)
 
-    arguments = official_arguments(config, args.dataset, n_digits, args.epochs, args.seed, work_dir)
+    arguments = official_arguments(config, args.dataset, sid_length, args.epochs, args.seed, work_dir)
     summary = run_official(official_dir, arguments, work_dir)
     append_run(runs_path(args.results_dir, args.dataset),
                run_record(summary, args.dataset, args.seed, arguments, args.epochs))

@@ -9,7 +9,7 @@ labelled runs (label, model, config files, overrides, and optionally their own s
 runs some of them; ``--gpus=0,1`` deals them round-robin over the GPUs, one process per GPU (the multi-GPU runs
 first, alone). Without an experiment file, the options below name the runs.
 
-Each model runs once per seed (first_seed, first_seed + 1, ...) through ``recbole_llada.quick_start.run``: the same
+Each model runs once per seed (first_seed, first_seed + 1, ...) through ``recbole_llada.training.quick_start.run``: the same
 data handling and protocol as the command line. Every other ``--key=value`` is a RecBole config override for all
 runs (e.g. ``--epochs=50`` to fit a wall-clock budget); overrides are recorded with each run.
 
@@ -43,9 +43,9 @@ if __package__ in (None, ""):  # run as a file: make the repository root importa
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.common import RESULTS_DIR, format_number, split_config_files, write_csv, write_markdown
-from recbole_llada.models import check_model_name
-from recbole_llada.quick_start import RunResult, parse_overrides, run, run_distributed
-from recbole_llada.results import markdown_table, provenance
+from recbole_llada.model.names import check_model_name
+from recbole_llada.training.quick_start import RunResult, parse_overrides, run, run_distributed
+from recbole_llada.training.results import markdown_table, provenance
 
 METRICS = ("recall@1", "recall@5", "recall@10", "ndcg@5", "ndcg@10")
 METRIC_TITLES = {"recall@1": "Recall@1", "recall@5": "Recall@5", "recall@10": "Recall@10", "ndcg@5": "NDCG@5",

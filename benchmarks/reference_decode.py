@@ -111,22 +111,22 @@ def reference_beam_search(network: Network, history: torch.Tensor, num_beams: in
     network: tokens [R, N] -> logits [R, N, V], e.g. full_vocabulary_network(model).
     valid_tokens: from position_valid_tokens; head_offset: LongTensor[M], the first token of each head's codes.
     """
-    n_digits = valid_tokens.shape[0]
-    if not 1 <= gen_steps <= n_digits:
-        raise ValueError(f"gen_steps must be in 1..{n_digits}, got {gen_steps}")
+    sid_length = valid_tokens.shape[0]
+    if not 1 <= gen_steps <= sid_length:
+        raise ValueError(f"gen_steps must be in 1..{sid_length}, got {gen_steps}")
     if num_beams < 1:
         raise ValueError(f"num_beams must be positive, got {num_beams}")
     batch_size = history.shape[0]
-    target = torch.full((batch_size * num_beams, n_digits), mask_token, dtype=torch.long, device=history.device)
+    target = torch.full((batch_size * num_beams, sid_length), mask_token, dtype=torch.long, device=history.device)
     tokens = torch.cat([history.repeat_interleave(num_beams, dim=0), target], dim=1)
     scores = torch.zeros(batch_size, num_beams, device=history.device)
     scores[:, 1:] = INITIAL_COPY_SCORE
     scores = scores.view(-1)
 
-    per_step = n_digits // gen_steps
+    per_step = sid_length // gen_steps
     committed = 0
     for step in range(gen_steps):
-        n_transfer = n_digits - committed if step == gen_steps - 1 else per_step
+        n_transfer = sid_length - committed if step == gen_steps - 1 else per_step
         logits = network(tokens)
         positions = transfer_positions(tokens, logits, n_transfer, mask_token)
         for slot in range(n_transfer):
@@ -134,9 +134,9 @@ def reference_beam_search(network: Network, history: torch.Tensor, num_beams: in
                                        batch_size, num_beams)
         committed += n_transfer
 
-    target = tokens[:, -n_digits:]
+    target = tokens[:, -sid_length:]
     codes = torch.where(target == mask_token, -1, target - head_offset)
-    return ReferenceBeams(codes=codes.view(batch_size, num_beams, n_digits),
+    return ReferenceBeams(codes=codes.view(batch_size, num_beams, sid_length),
                           scores=scores.view(batch_size, num_beams))
 
 

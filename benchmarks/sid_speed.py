@@ -25,9 +25,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from recbole_llada.results import git_commit
-from recbole_llada.sid import (PADDING_CODE, SIDConfig, SIDResult, build_semantic_ids, encode_texts,
-                              read_item_texts)
+from recbole_llada.training.results import git_commit
+from recbole_llada.sid import (PADDING_CODE, SIDConfig, SIDResult, array_embeddings, build_semantic_ids, encode_texts,
+                              file_embeddings, read_item_texts, resolved_device, text_embeddings)
 from recbole_llada.sid.build import resolved_epochs
 
 REPO = Path(__file__).resolve().parent.parent
@@ -66,16 +66,15 @@ def run_dataset(name: str, args: argparse.Namespace) -> tuple[SIDResult, float, 
         cfg = SIDConfig(item_embedding="file", embedding_file=str(npy), embedding_ids_file=str(ids), **common)
         mask = np.ones(len(item_ids), dtype=bool)
         mask[0] = False
-        return build_semantic_ids(cfg, item_ids, mask), 0.0, cfg
+        return build_semantic_ids(cfg, item_ids, mask, file_embeddings(npy, ids, item_ids[1:])), 0.0, cfg
     if name == "synthetic":
         vectors = synthetic_embeddings(SYNTHETIC_ITEMS)
         item_ids = ["[PAD]"] + [f"s{index}" for index in range(SYNTHETIC_ITEMS)]
         text_seconds = time.perf_counter() - tick
         cfg = SIDConfig(**common)
-        embeddings = np.vstack([np.zeros((1, vectors.shape[1]), np.float32), vectors])
         mask = np.ones(len(item_ids), dtype=bool)
         mask[0] = False
-        return build_semantic_ids(cfg, item_ids, mask, embeddings=embeddings), text_seconds, cfg
+        return build_semantic_ids(cfg, item_ids, mask, array_embeddings(vectors)), text_seconds, cfg
     if name == "ml-100k":
         texts = read_item_texts(ml_100k_path(), "item_id", ["movie_title", "release_year", "class"])
     elif name == "beauty":
@@ -87,10 +86,13 @@ def run_dataset(name: str, args: argparse.Namespace) -> tuple[SIDResult, float, 
     mask = np.ones(len(item_ids), dtype=bool)
     mask[0] = False
     cfg = SIDConfig(**common)
-    result = build_semantic_ids(cfg, item_ids, mask, texts=texts)
+    result = build_semantic_ids(cfg, item_ids, mask, text_embeddings(item_ids[1:], texts, cfg.text_encoder,
+                                                                    cfg.encode_batch_size, resolved_device(cfg),
+                                                                    cfg.show_progress))
     if args.save_embeddings:
         args.save_embeddings.mkdir(parents=True, exist_ok=True)
-        np.save(args.save_embeddings / f"{name}.npy", encode_texts(list(texts.values()), show_progress=False))
+        vectors = encode_texts(list(texts.values()), cfg.text_encoder, cfg.encode_batch_size, show_progress=False)
+        np.save(args.save_embeddings / f"{name}.npy", vectors)
         (args.save_embeddings / f"{name}.ids").write_text("".join(f"{item}\n" for item in texts), encoding="utf-8")
     return result, text_seconds, cfg
 

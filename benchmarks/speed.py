@@ -43,7 +43,7 @@ from benchmarks.common import (RESULTS_DIR, Timing, build_synthetic_model, encod
                                time_repeated, write_csv, write_markdown)
 from benchmarks.reference_decode import reference_full_sort_predict
 from recbole_llada.devices import bf16_autocast
-from recbole_llada.results import markdown_table, provenance
+from recbole_llada.training.results import markdown_table, provenance
 
 
 @dataclass(frozen=True)
@@ -58,7 +58,7 @@ class SASRecVariant:
 @dataclass(frozen=True)
 class SpeedSetup:
     n_items: int = 25_848
-    n_digits: int = 4
+    sid_length: int = 4
     codebook_size: int = 256
     history_len: int = 20
     d_model: int = 256
@@ -90,14 +90,14 @@ class SpeedSetup:
 
     @property
     def seq_len(self) -> int:
-        return (self.history_len + 1) * self.n_digits
+        return (self.history_len + 1) * self.sid_length
 
     @property
     def vocab_size(self) -> int:
-        return self.n_digits * self.codebook_size + 2  # padding + codes + [MASK]
+        return self.sid_length * self.codebook_size + 2  # padding + codes + [MASK]
 
     def describe(self) -> str:
-        return (f"{self.n_items:,} items, random unique SIDs of M={self.n_digits} x K={self.codebook_size}; "
+        return (f"{self.n_items:,} items, random unique SIDs of M={self.sid_length} x K={self.codebook_size}; "
                 f"history {self.history_len} items (N={self.seq_len} tokens); LLaDARec d={self.d_model}, "
                 f"{self.n_layers} layers, {self.n_heads} heads, MLP ratio {self.mlp_ratio}; "
                 f"{self.decode_users} users per full_sort_predict call, {self.decode_batch_size} per decoding "
@@ -150,9 +150,9 @@ def decode_setting(gen_steps: int, num_beams: int) -> str:
 
 def llada_overrides(setup: SpeedSetup) -> dict:
     return {"hidden_size": setup.d_model, "n_layers": setup.n_layers, "n_heads": setup.n_heads,
-            "mlp_ratio": setup.mlp_ratio, "sid_n_heads": setup.n_digits, "sid_codebook_size": setup.codebook_size,
+            "mlp_ratio": setup.mlp_ratio, "sid_length": setup.sid_length, "sid_codebook_size": setup.codebook_size,
             "MAX_ITEM_LIST_LENGTH": setup.history_len, "train_batch_size": setup.train_batch_size,
-            "decode_batch_size": setup.decode_batch_size, "gen_steps": setup.n_digits, "compile": setup.compile}
+            "decode_batch_size": setup.decode_batch_size, "gen_steps": setup.sid_length, "compile": setup.compile}
 
 
 def mask_variants(setup: SpeedSetup) -> tuple[bool, ...]:
@@ -231,7 +231,7 @@ def decode_flops_per_user(setup: SpeedSetup, gen_steps: int, num_beams: int, off
     if official:
         head = 2 * setup.d_model * setup.seq_len * setup.vocab_size
         return gen_steps * num_beams * (_encoder_flops_per_sequence(setup) + head)
-    head = 2 * setup.d_model * setup.n_digits * setup.codebook_size
+    head = 2 * setup.d_model * setup.sid_length * setup.codebook_size
     return (1 + (gen_steps - 1) * num_beams) * (_target_encoder_flops_per_sequence(setup) + head)
 
 
@@ -242,20 +242,20 @@ def _target_encoder_flops_per_sequence(setup: SpeedSetup) -> float:
     earlier_layers = n_tokens * encoder_flops_per_token(d_model, setup.n_layers - 1, setup.mlp_ratio, n_tokens)
     keys_values = n_tokens * 2 * 2 * d_model * d_model
     per_target = 2 * (2 * d_model * d_model + 3 * d_model * setup.mlp_ratio * d_model) + 2 * 2 * n_tokens * d_model
-    return earlier_layers + keys_values + setup.n_digits * per_target
+    return earlier_layers + keys_values + setup.sid_length * per_target
 
 
 def train_flops_per_sample(setup: SpeedSetup) -> float:
     """Matmul FLOPs of one training sample: two corrupted sequences through the encoder, the full-vocabulary
     head on the M target positions (next-item loss) and on all N positions (history loss); backward = 2 x forward."""
     forward = 2 * _encoder_flops_per_sequence(setup) \
-        + 2 * setup.d_model * (setup.n_digits + setup.seq_len) * setup.vocab_size
+        + 2 * setup.d_model * (setup.sid_length + setup.seq_len) * setup.vocab_size
     return 3 * forward
 
 
 def measure_llada(report: SpeedReport, generator: torch.Generator) -> None:
     setup, device = report.setup, report.device
-    dataset = synthetic_dataset(setup.n_items, setup.n_digits, setup.codebook_size, setup.train_sequences, generator)
+    dataset = synthetic_dataset(setup.n_items, setup.sid_length, setup.codebook_size, setup.train_sequences, generator)
     model, config = build_synthetic_model("LLaDARec", dataset, llada_overrides(setup), device)
 
     # Training, as LLaDARecTrainer._train_epoch does it (the LR schedule's per-step update is negligible).
@@ -269,7 +269,7 @@ def measure_llada(report: SpeedReport, generator: torch.Generator) -> None:
         with bf16_autocast(device):
             loss = model.calculate_loss(batch)
         loss.backward()
-        clip_grad_norm_(model.parameters(), config["max_grad_norm"])
+        clip_grad_norm_(model.parameters(), **config["clip_grad_norm"])
         optimizer.step()
 
     model.train()
@@ -309,7 +309,7 @@ def measure_llada(report: SpeedReport, generator: torch.Generator) -> None:
 
 def measure_sasrec(report: SpeedReport, variant: SASRecVariant, generator: torch.Generator) -> None:
     setup, device = report.setup, report.device
-    dataset = synthetic_dataset(setup.n_items, setup.n_digits, setup.codebook_size, 1, generator)
+    dataset = synthetic_dataset(setup.n_items, setup.sid_length, setup.codebook_size, 1, generator)
     overrides = {"hidden_size": variant.hidden_size, "inner_size": variant.inner_size,
                  "n_layers": variant.n_layers, "n_heads": variant.n_heads,
                  "MAX_ITEM_LIST_LENGTH": setup.history_len}

@@ -48,7 +48,7 @@ from benchmarks.common import (RESULTS_DIR, build_synthetic_model, format_number
 from recbole_llada.decoding.constraints import SIDIndex
 from recbole_llada.devices import bf16_autocast
 from recbole_llada.model.llada_rec import LLaDARec
-from recbole_llada.results import markdown_table, provenance
+from recbole_llada.training.results import markdown_table, provenance
 
 MODEL_REGION = "model: LLaDARec.code_log_probs"
 CONSTRAINT_REGION = "constraints: SIDIndex"
@@ -114,7 +114,7 @@ def profile_llada(setup: speed.SpeedSetup, device: torch.device, dense_mask: boo
                   seed: int = 2024) -> list[TaskProfile]:
     torch.manual_seed(seed)
     generator = torch.Generator().manual_seed(seed)
-    dataset = synthetic_dataset(setup.n_items, setup.n_digits, setup.codebook_size, setup.train_sequences, generator)
+    dataset = synthetic_dataset(setup.n_items, setup.sid_length, setup.codebook_size, setup.train_sequences, generator)
     model, config = build_synthetic_model("LLaDARec", dataset, speed.llada_overrides(setup), device)
     model.dense_attention_mask = dense_mask
 
@@ -129,7 +129,7 @@ def profile_llada(setup: speed.SpeedSetup, device: torch.device, dense_mask: boo
         with record_function("train: backward"):
             loss.backward()
         with record_function("train: clip_grad_norm_"):
-            clip_grad_norm_(model.parameters(), config["max_grad_norm"])
+            clip_grad_norm_(model.parameters(), **config["clip_grad_norm"])
         with record_function("train: optimizer"):
             optimizer.step()
 

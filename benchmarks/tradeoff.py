@@ -35,7 +35,7 @@ from recbole.data import data_preparation
 from recbole.data.dataset import SequentialDataset
 from recbole.utils import get_model, get_trainer, init_seed
 from recbole_llada import resources
-from recbole_llada.results import markdown_table, provenance
+from recbole_llada.training.results import markdown_table, provenance
 
 DEFAULT_BEAMS = (10, 20, 50)
 PLOT_METRIC = "ndcg@10"
@@ -87,6 +87,7 @@ def load_checkpoint(path: Path, data_path: str | None = None, device: str | None
     train_data, _, test_data = data_preparation(config, SequentialDataset(config))
     train_split = train_data._dataset
     train_split.item_sid = checkpoint["state_dict"]["item_sid"]
+    train_split.sid_codebook_size = config["sid_codebook_size"]  # the checkpoint's own config built its SIDs
     model = get_model(config["model"])(config, train_split).to(target)
     model.load_state_dict(checkpoint["state_dict"])
     model.load_other_parameter(checkpoint.get("other_parameter"))
@@ -120,7 +121,7 @@ def timed_test_evaluation(loaded: LoadedCheckpoint) -> tuple[int, float, dict[st
 def evaluate_tradeoff(loaded: LoadedCheckpoint, gen_steps: Sequence[int] | None = None,
                       beams: Sequence[int] = DEFAULT_BEAMS) -> list[TradeoffPoint]:
     """Every (T, B) of the grid; T defaults to 1..M."""
-    steps = list(gen_steps) if gen_steps else list(range(1, loaded.model.n_digits + 1))
+    steps = list(gen_steps) if gen_steps else list(range(1, loaded.model.sid_length + 1))
     return [evaluate_point(loaded, t, b) for t in steps for b in beams]
 
 

@@ -20,7 +20,7 @@ if __package__ in (None, ""):  # run as a file: make the repository root importa
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.common import RESULTS_DIR, save_figure, write_csv, write_markdown
-from recbole_llada.results import markdown_table, provenance
+from recbole_llada.training.results import markdown_table, provenance
 
 SELECTION = "selection"  # the curve RecBole selects on (valid_metric under valid_scoring)
 _VALID_SCORE = re.compile(r"epoch (\d+) evaluating \[.*valid_score: ([0-9.]+)\]")

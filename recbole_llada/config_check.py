@@ -68,7 +68,6 @@ SCHEMA: dict[str, Rule] = {
     "item_mask_weight": _NON_NEGATIVE,
     "his_mask_weight": _NON_NEGATIVE,
     "warmup_ratio": _PROBABILITY,
-    "max_grad_norm": Rule(minimum=0, exclusive_minimum=True),
     "gen_steps": _POSITIVE,
     "gen_order": Rule(str, choices=DECODING_ORDERS),
     "num_beams": _POSITIVE,
@@ -83,7 +82,7 @@ SCHEMA: dict[str, Rule] = {
     "item_scorer_weight": _NON_NEGATIVE,
     "item_scorer_backbone": Rule(str, nullable=True),
     # semantic IDs (types and choices: SIDConfig)
-    "sid_n_heads": Rule(int, minimum=1),
+    "sid_length": Rule(int, minimum=1),
     "sid_codebook_size": Rule(int, minimum=2),
     "sid_code_dim": Rule(int, minimum=1),
     "sid_epochs": Rule(int, minimum=1, nullable=True),
@@ -95,6 +94,12 @@ SCHEMA: dict[str, Rule] = {
     "sid_cooc_dim": Rule(int, minimum=1),
     # the Amazon 2023 preparation
     "amazon2023_category": Rule(str, nullable=True),
+}
+
+# Keys this plugin read before, and what replaced them: a user's old config gets the new name, not "unknown key".
+RENAMED_KEYS: dict[str, str] = {
+    "sid_n_heads": "sid_length (M, the tokens per item; n_heads is the attention heads)",
+    "max_grad_norm": "RecBole's clip_grad_norm, e.g. clip_grad_norm: {max_norm: 1.0}",
 }
 
 # Keys RecBole reads in its code (or sets itself) without a default in its YAML property files.
@@ -175,6 +180,8 @@ def check_unknown_keys(keys: Iterable[str], source: str) -> None:
     """Raise for the first key that neither RecBole nor recbole-llada reads, with the closest known keys."""
     known = known_keys()
     for key in keys:
+        if key in RENAMED_KEYS:
+            raise UserInputError(f"Config key {key!r} (set in {source}) was renamed to {RENAMED_KEYS[key]}.")
         if key in known:
             continue
         close = difflib.get_close_matches(key, known, n=3, cutoff=0.6)
@@ -269,8 +276,8 @@ def check_semantic_id_config(config: Any) -> None:
     try:
         sid = SIDConfig.from_config(config)
     except ValueError as error:
-        raise UserInputError(f"Semantic-ID configuration: {error}. The sid_* keys and their values are listed in "
-                             "recbole_llada/sid/build.py.") from error
+        raise UserInputError(f"Semantic-ID configuration: {error}. The sid_* keys, their defaults and "
+                             "meanings are listed in properties/model/LLaDARec.yaml.") from error
     if sid.content_source == "file":
         for key, path in (("sid_embedding_file", sid.embedding_file), ("sid_embedding_ids_file",
                                                                        sid.embedding_ids_file)):
@@ -294,8 +301,8 @@ def check_item_scorer_backbone(config: Any) -> None:
 
 def check_decoding_steps(config: Any) -> None:
     """LLaDARec's ``gen_steps`` against the number of tokens per item it decodes."""
-    if not 1 <= config["gen_steps"] <= config["sid_n_heads"]:
+    if not 1 <= config["gen_steps"] <= config["sid_length"]:
         raise UserInputError(
-            f"gen_steps is {config['gen_steps']}, but it must lie between 1 and sid_n_heads ({config['sid_n_heads']}): "
-            "each denoising step commits at least one of the item's sid_n_heads tokens."
+            f"gen_steps is {config['gen_steps']}, but it must lie between 1 and sid_length ({config['sid_length']}): "
+            "each denoising step commits at least one of the item's sid_length tokens."
         )

@@ -31,7 +31,7 @@ PLUGIN_MODELS: dict[str, PluginModel] = {
             "LLaDARec",
             "recbole_llada.model.llada_rec",
             dataset_class="recbole_llada.data.dataset:LLaDARecDataset",
-            trainer_class="recbole_llada.trainer:LLaDARecTrainer",
+            trainer_class="recbole_llada.training.trainer:LLaDARecTrainer",
         ),
     ]
 }

@@ -42,6 +42,16 @@ def model_config(model: str) -> Path:
     return properties_dir() / "model" / f"{model}.yaml"
 
 
+def model_dataset_config(model: str, dataset: str) -> Path:
+    """``model``'s settings on ``dataset``, loaded automatically for that pair."""
+    return properties_dir() / "model_dataset" / f"{model}-{dataset}.yaml"
+
+
+def demo_config(model: str, dataset: str) -> Path:
+    """A small CPU configuration of ``model`` on ``dataset`` (``make demo``), passed with ``--config_files``."""
+    return properties_dir() / "demo" / f"{model}-{dataset}.yaml"
+
+
 def dataset_config(dataset: str) -> Path:
     return dataset_configs_dir() / f"{dataset}.yaml"
 

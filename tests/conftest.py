@@ -97,7 +97,7 @@ def tiny_config_dict(data_path: Path, tmp_path: Path, **overrides) -> dict:
 
 
 # A tiny LLaDARec: SIDs from random item vectors (no text encoder needed), one small encoder, few beams.
-TINY_LLADA = dict(gen_steps=2, sid_n_heads=2, sid_codebook_size=8, sid_code_dim=4, sid_hidden_sizes=[16],
+TINY_LLADA = dict(gen_steps=2, sid_length=2, sid_codebook_size=8, sid_code_dim=4, sid_hidden_sizes=[16],
                   sid_epochs=20, sid_check_every=10, sid_pca_dim=0, item_embedding="file", hidden_size=16,
                   n_layers=1, n_heads=2, mlp_ratio=2, temperature=1.0, num_beams=6, valid_num_beams=3,
                   decode_batch_size=16, train_batch_size=64)

@@ -15,7 +15,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/ sits
 
 from benchmarks import ablations, tradeoff  # noqa: E402
 from conftest import TINY_DATASET, tiny_llada_config_dict  # noqa: E402
-from recbole_llada.quick_start import run  # noqa: E402
+from recbole_llada.training.quick_start import run  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -120,7 +120,7 @@ def test_decode_studies_rebuild_the_checkpoint_per_variant(setup, tmp_path):
     for variant in STUDIES["steps"].variants:
         row = steps[variant.name]
         if variant.overrides["gen_steps"] > 2:
-            assert row["status"] == "skipped" and "gen_steps must be in 1..sid_n_heads=2" in row["note"]
+            assert row["status"] == "skipped" and "gen_steps must be in 1..sid_length=2" in row["note"]
         else:
             assert row["status"] == "ok" and int(row["users"]) == 40  # the tiny dataset's users
             assert float(row["decode_ms_per_user"]) == pytest.approx(1000 * float(row["decode_seconds"]) / 40)

@@ -476,7 +476,7 @@ def test_offline_stops_with_a_clear_message(tmp_path):
 
 def test_a_new_category_is_prepared_from_the_config_alone(tmp_path, world):
     """A dataset name of the user's own, its official category given in the config (amazon2023_category)."""
-    from recbole_llada import quick_start
+    from recbole_llada.training import quick_start
 
     write_official_files(tmp_path / "data" / "Beauty2023" / "raw", world, category="All_Beauty")
     with pytest.raises(ValueError, match="amazon2023_category"):  # without it the name says nothing

@@ -17,18 +17,18 @@ from recbole_llada.decoding.constraints import SIDIndex
 class FakeModel:
     """log_prob_fn over a table [B, (K+1)^M, M, K] indexed by each beam's partial SID."""
 
-    def __init__(self, batch_size: int, n_digits: int, codebook_size: int, seed: int,
+    def __init__(self, batch_size: int, sid_length: int, codebook_size: int, seed: int,
                  dtype: torch.dtype = torch.float32):
         generator = torch.Generator().manual_seed(seed)
-        n_states = (codebook_size + 1) ** n_digits
-        logits = 3 * torch.randn(batch_size, n_states, n_digits, codebook_size,
+        n_states = (codebook_size + 1) ** sid_length
+        logits = 3 * torch.randn(batch_size, n_states, sid_length, codebook_size,
                                  generator=generator)
         self.table = logits.log_softmax(dim=-1).to(dtype)
-        self.n_digits, self.codebook_size = n_digits, codebook_size
+        self.sid_length, self.codebook_size = sid_length, codebook_size
         self.calls = 0
 
     def state_id(self, partial: torch.Tensor) -> torch.Tensor:
-        place = (self.codebook_size + 1) ** torch.arange(self.n_digits)
+        place = (self.codebook_size + 1) ** torch.arange(self.sid_length)
         return ((partial + 1) * place).sum(dim=-1)
 
     def __call__(self, partial: torch.Tensor) -> torch.Tensor:
@@ -38,7 +38,7 @@ class FakeModel:
 
     def user(self, b: int) -> "FakeModel":
         single = FakeModel.__new__(FakeModel)
-        single.table, single.n_digits, single.codebook_size = (self.table[b:b + 1], self.n_digits,
+        single.table, single.sid_length, single.codebook_size = (self.table[b:b + 1], self.sid_length,
                                                                self.codebook_size)
         single.calls = 0
         return single
@@ -69,12 +69,12 @@ def _plan(order, state, log_probs, n_commit, items, codebook_size, permutation=N
     return masked[:n_commit]
 
 
-def brute_force_beam_search(model: FakeModel, b: int, n_digits: int, codebook_size: int,
+def brute_force_beam_search(model: FakeModel, b: int, sid_length: int, codebook_size: int,
                             num_beams: int, gen_steps: int, order: str, items=None,
                             permutation=None) -> list[tuple[float, tuple[int, ...]]]:
     """Plain loops per beam: the paper's algorithm with each beam keeping its own step logits."""
-    base, remainder = divmod(n_digits, gen_steps)
-    beams = [(0.0, (-1,) * n_digits)]
+    base, remainder = divmod(sid_length, gen_steps)
+    beams = [(0.0, (-1,) * sid_length)]
     for step in range(gen_steps):
         n_commit = base + (1 if step < remainder else 0)
         expanded = []
@@ -124,10 +124,10 @@ def _assert_well_formed(output):
 
 
 def test_tokens_per_step_spreads_the_remainder_over_the_first_steps():
-    for n_digits in range(1, 9):
-        for gen_steps in range(1, n_digits + 1):
-            counts = tokens_per_step(n_digits, gen_steps)
-            assert len(counts) == gen_steps and sum(counts) == n_digits
+    for sid_length in range(1, 9):
+        for gen_steps in range(1, sid_length + 1):
+            counts = tokens_per_step(sid_length, gen_steps)
+            assert len(counts) == gen_steps and sum(counts) == sid_length
             assert counts == sorted(counts, reverse=True) and counts[0] - counts[-1] <= 1
     with pytest.raises(ValueError):
         tokens_per_step(4, 5)
@@ -152,17 +152,17 @@ def _path_score(model, b, sid, first_position, gen_steps):
 @pytest.mark.parametrize("gen_steps", [1, 2])
 @pytest.mark.parametrize("order", DECODING_ORDERS)
 def test_wide_beam_returns_every_sid_once_with_its_path_score(order, gen_steps):
-    batch_size, n_digits, codebook_size, num_beams = 3, 2, 3, 11
-    model = FakeModel(batch_size, n_digits, codebook_size, seed=10 + gen_steps)
-    output = generate_topk(model, batch_size, n_digits, codebook_size, num_beams, gen_steps,
+    batch_size, sid_length, codebook_size, num_beams = 3, 2, 3, 11
+    model = FakeModel(batch_size, sid_length, codebook_size, seed=10 + gen_steps)
+    output = generate_topk(model, batch_size, sid_length, codebook_size, num_beams, gen_steps,
                            order=order, generator=torch.Generator().manual_seed(0))
     _assert_well_formed(output)
-    all_sids = set(itertools.product(range(codebook_size), repeat=n_digits))
+    all_sids = set(itertools.product(range(codebook_size), repeat=sid_length))
     for b in range(batch_size):
         live = _live(output, b)
         assert {sid for _, sid in live} == all_sids and len(live) == len(all_sids)
         empty = model.log_probs(b, (-1, -1))
-        adaptive_first = max(range(n_digits), key=lambda m: max(empty[m]))
+        adaptive_first = max(range(sid_length), key=lambda m: max(empty[m]))
         candidates_first = {"adaptive": [adaptive_first], "left2right": [0], "right2left": [1],
                             "random": [0, 1]}[order]
         matches = []
@@ -173,41 +173,41 @@ def test_wide_beam_returns_every_sid_once_with_its_path_score(order, gen_steps):
         assert any(matches)
 
 
-CASES = [(n_digits, gen_steps, num_beams)
-         for n_digits in (3, 4)
-         for gen_steps in range(1, n_digits + 1)
+CASES = [(sid_length, gen_steps, num_beams)
+         for sid_length in (3, 4)
+         for gen_steps in range(1, sid_length + 1)
          for num_beams in (2, 4)]
 
 
-@pytest.mark.parametrize("n_digits,gen_steps,num_beams", CASES)
+@pytest.mark.parametrize("sid_length,gen_steps,num_beams", CASES)
 @pytest.mark.parametrize("order", ["adaptive", "left2right", "right2left"])
-def test_matches_plain_python_beam_search(order, n_digits, gen_steps, num_beams):
+def test_matches_plain_python_beam_search(order, sid_length, gen_steps, num_beams):
     batch_size, codebook_size = 3, 3
-    model = FakeModel(batch_size, n_digits, codebook_size, seed=100 * n_digits + gen_steps)
-    output = generate_topk(model, batch_size, n_digits, codebook_size, num_beams, gen_steps,
+    model = FakeModel(batch_size, sid_length, codebook_size, seed=100 * sid_length + gen_steps)
+    output = generate_topk(model, batch_size, sid_length, codebook_size, num_beams, gen_steps,
                            order=order)
     _assert_well_formed(output)
     assert model.calls == gen_steps
     for b in range(batch_size):
-        expected = brute_force_beam_search(model, b, n_digits, codebook_size, num_beams,
+        expected = brute_force_beam_search(model, b, sid_length, codebook_size, num_beams,
                                            gen_steps, order)
         _assert_same_beams(_live(output, b), expected)
 
 
 @pytest.mark.parametrize("gen_steps", [2, 3])
 def test_random_order_is_some_fixed_permutation_per_user(gen_steps):
-    batch_size, n_digits, codebook_size, num_beams = 4, 3, 3, 3
-    model = FakeModel(batch_size, n_digits, codebook_size, seed=7)
-    output = generate_topk(model, batch_size, n_digits, codebook_size, num_beams, gen_steps,
+    batch_size, sid_length, codebook_size, num_beams = 4, 3, 3, 3
+    model = FakeModel(batch_size, sid_length, codebook_size, seed=7)
+    output = generate_topk(model, batch_size, sid_length, codebook_size, num_beams, gen_steps,
                            order="random", generator=torch.Generator().manual_seed(1))
-    again = generate_topk(model, batch_size, n_digits, codebook_size, num_beams, gen_steps,
+    again = generate_topk(model, batch_size, sid_length, codebook_size, num_beams, gen_steps,
                           order="random", generator=torch.Generator().manual_seed(1))
     assert torch.equal(output.codes, again.codes)
     for b in range(batch_size):
         live = _live(output, b)
         found = False
-        for permutation in itertools.permutations(range(n_digits)):
-            expected = brute_force_beam_search(model, b, n_digits, codebook_size, num_beams,
+        for permutation in itertools.permutations(range(sid_length)):
+            expected = brute_force_beam_search(model, b, sid_length, codebook_size, num_beams,
                                                gen_steps, "permutation",
                                                permutation=list(permutation))
             if [sid for _, sid in live] == [sid for _, sid in expected]:
@@ -220,21 +220,21 @@ def test_random_order_is_some_fixed_permutation_per_user(gen_steps):
 @pytest.mark.parametrize("gen_steps", [1, 2, 3])
 @pytest.mark.parametrize("order", ["adaptive", "left2right", "right2left"])
 def test_constrained_search_matches_plain_python_and_yields_only_items(order, gen_steps):
-    batch_size, n_digits, codebook_size, num_beams = 2, 3, 3, 4
+    batch_size, sid_length, codebook_size, num_beams = 2, 3, 3, 4
     generator = torch.Generator().manual_seed(gen_steps)
-    all_sids = torch.tensor(list(itertools.product(range(codebook_size), repeat=n_digits)))
-    item_sid = torch.cat([torch.zeros(1, n_digits, dtype=torch.long),
+    all_sids = torch.tensor(list(itertools.product(range(codebook_size), repeat=sid_length)))
+    item_sid = torch.cat([torch.zeros(1, sid_length, dtype=torch.long),
                           all_sids[torch.randperm(len(all_sids), generator=generator)[:8]]])
     index = SIDIndex(item_sid, codebook_size)
     items = [tuple(sid) for sid in item_sid[1:].tolist()]
-    model = FakeModel(batch_size, n_digits, codebook_size, seed=gen_steps)
-    output = generate_topk(model, batch_size, n_digits, codebook_size, num_beams, gen_steps,
+    model = FakeModel(batch_size, sid_length, codebook_size, seed=gen_steps)
+    output = generate_topk(model, batch_size, sid_length, codebook_size, num_beams, gen_steps,
                            order=order, index=index)
     _assert_well_formed(output)
     for b in range(batch_size):
         live = _live(output, b)
         assert all(sid in items for _, sid in live)
-        expected = brute_force_beam_search(model, b, n_digits, codebook_size, num_beams,
+        expected = brute_force_beam_search(model, b, sid_length, codebook_size, num_beams,
                                            gen_steps, order, items=items)
         _assert_same_beams(live, expected)
     item_of = {tuple(sid): item for item, sid in enumerate(item_sid.tolist()) if item > 0}
@@ -246,13 +246,13 @@ def test_constrained_search_matches_plain_python_and_yields_only_items(order, ge
 @pytest.mark.parametrize("gen_steps", [1, 2, 4])
 @pytest.mark.parametrize("order", DECODING_ORDERS)
 def test_constrained_wide_beam_returns_exactly_the_items(order, gen_steps):
-    batch_size, n_digits, codebook_size, n_real = 2, 4, 3, 17
+    batch_size, sid_length, codebook_size, n_real = 2, 4, 3, 17
     generator = torch.Generator().manual_seed(3)
-    all_sids = torch.tensor(list(itertools.product(range(codebook_size), repeat=n_digits)))
-    item_sid = torch.cat([torch.zeros(1, n_digits, dtype=torch.long),
+    all_sids = torch.tensor(list(itertools.product(range(codebook_size), repeat=sid_length)))
+    item_sid = torch.cat([torch.zeros(1, sid_length, dtype=torch.long),
                           all_sids[torch.randperm(len(all_sids), generator=generator)[:n_real]]])
-    model = FakeModel(batch_size, n_digits, codebook_size, seed=5)
-    output = generate_topk(model, batch_size, n_digits, codebook_size, n_real, gen_steps,
+    model = FakeModel(batch_size, sid_length, codebook_size, seed=5)
+    output = generate_topk(model, batch_size, sid_length, codebook_size, n_real, gen_steps,
                            order=order, index=SIDIndex(item_sid, codebook_size),
                            generator=torch.Generator().manual_seed(0))
     _assert_well_formed(output)
@@ -262,12 +262,12 @@ def test_constrained_wide_beam_returns_exactly_the_items(order, gen_steps):
 
 @pytest.mark.parametrize("order", ["adaptive", "left2right", "right2left"])
 def test_batch_equals_one_user_at_a_time(order):
-    batch_size, n_digits, codebook_size, num_beams, gen_steps = 4, 4, 3, 5, 2
-    model = FakeModel(batch_size, n_digits, codebook_size, seed=21)
-    batched = generate_topk(model, batch_size, n_digits, codebook_size, num_beams, gen_steps,
+    batch_size, sid_length, codebook_size, num_beams, gen_steps = 4, 4, 3, 5, 2
+    model = FakeModel(batch_size, sid_length, codebook_size, seed=21)
+    batched = generate_topk(model, batch_size, sid_length, codebook_size, num_beams, gen_steps,
                             order=order)
     for b in range(batch_size):
-        alone = generate_topk(model.user(b), 1, n_digits, codebook_size, num_beams, gen_steps,
+        alone = generate_topk(model.user(b), 1, sid_length, codebook_size, num_beams, gen_steps,
                               order=order)
         assert torch.equal(alone.codes[0], batched.codes[b])
         assert torch.equal(alone.scores[0], batched.scores[b])
@@ -275,20 +275,20 @@ def test_batch_equals_one_user_at_a_time(order):
 
 @pytest.mark.parametrize("gen_steps", [1, 2, 3, 4])
 def test_adaptive_search_never_yields_duplicates(gen_steps):
-    batch_size, n_digits, codebook_size, num_beams = 3, 4, 4, 40
+    batch_size, sid_length, codebook_size, num_beams = 3, 4, 4, 40
     for seed in range(3):
-        model = FakeModel(batch_size, n_digits, codebook_size, seed=seed)
-        _assert_well_formed(generate_topk(model, batch_size, n_digits, codebook_size, num_beams,
+        model = FakeModel(batch_size, sid_length, codebook_size, seed=seed)
+        _assert_well_formed(generate_topk(model, batch_size, sid_length, codebook_size, num_beams,
                                           gen_steps, order="adaptive"))
 
 
 def test_bf16_model_scores_are_accumulated_in_float32():
-    batch_size, n_digits, codebook_size, num_beams, gen_steps = 2, 4, 3, 3, 2
-    model = FakeModel(batch_size, n_digits, codebook_size, seed=2, dtype=torch.bfloat16)
-    output = generate_topk(model, batch_size, n_digits, codebook_size, num_beams, gen_steps)
+    batch_size, sid_length, codebook_size, num_beams, gen_steps = 2, 4, 3, 3, 2
+    model = FakeModel(batch_size, sid_length, codebook_size, seed=2, dtype=torch.bfloat16)
+    output = generate_topk(model, batch_size, sid_length, codebook_size, num_beams, gen_steps)
     _assert_well_formed(output)
     for b in range(batch_size):
-        expected = brute_force_beam_search(model, b, n_digits, codebook_size, num_beams,
+        expected = brute_force_beam_search(model, b, sid_length, codebook_size, num_beams,
                                            gen_steps, "adaptive")
         _assert_same_beams(_live(output, b), expected)
 
@@ -309,9 +309,9 @@ def test_invalid_arguments_are_rejected():
 def brute_force_sequence_score(model: FakeModel, b: int, sid: tuple[int, ...], codebook_size: int,
                                gen_steps: int, order: str, items=None) -> float:
     """The chain rule along the generation order, one forced SID at a time, in plain loops."""
-    n_digits = len(sid)
-    base, remainder = divmod(n_digits, gen_steps)
-    state, score = [-1] * n_digits, 0.0
+    sid_length = len(sid)
+    base, remainder = divmod(sid_length, gen_steps)
+    state, score = [-1] * sid_length, 0.0
     for step in range(gen_steps):
         log_probs = model.log_probs(b, tuple(state))
         plan = _plan(order, tuple(state), log_probs, base + (step < remainder), items, codebook_size)
@@ -325,14 +325,14 @@ def brute_force_sequence_score(model: FakeModel, b: int, sid: tuple[int, ...], c
 @pytest.mark.parametrize("gen_steps", [1, 2, 3])
 @pytest.mark.parametrize("order", ["adaptive", "left2right", "right2left"])
 def test_sequence_log_probs_are_the_chain_rule_along_the_generation_order(order, gen_steps, constrained):
-    batch_size, n_digits, codebook_size = 2, 3, 3
-    all_sids = torch.tensor(list(itertools.product(range(codebook_size), repeat=n_digits)))
-    item_sid = torch.cat([torch.zeros(1, n_digits, dtype=torch.long),
+    batch_size, sid_length, codebook_size = 2, 3, 3
+    all_sids = torch.tensor(list(itertools.product(range(codebook_size), repeat=sid_length)))
+    item_sid = torch.cat([torch.zeros(1, sid_length, dtype=torch.long),
                           all_sids[torch.randperm(len(all_sids), generator=torch.Generator().manual_seed(4))[:9]]])
     index = SIDIndex(item_sid, codebook_size) if constrained else None
     items = [tuple(sid) for sid in item_sid[1:].tolist()] if constrained else None
     candidates = item_sid[1:] if constrained else all_sids
-    model = FakeModel(batch_size, n_digits, codebook_size, seed=30 + gen_steps)
+    model = FakeModel(batch_size, sid_length, codebook_size, seed=30 + gen_steps)
     scores = sequence_log_probs(model, candidates.expand(batch_size, -1, -1), codebook_size, gen_steps,
                                 order, index)
     assert scores.shape == (batch_size, len(candidates)) and model.calls == gen_steps
@@ -345,13 +345,13 @@ def test_sequence_log_probs_are_the_chain_rule_along_the_generation_order(order,
 @pytest.mark.parametrize("gen_steps", [1, 2, 4])
 @pytest.mark.parametrize("order", ["adaptive", "left2right", "right2left"])
 def test_sequence_log_probs_equal_the_scores_of_an_exhaustive_beam_search(order, gen_steps):
-    batch_size, n_digits, codebook_size, n_real = 2, 4, 3, 17
-    all_sids = torch.tensor(list(itertools.product(range(codebook_size), repeat=n_digits)))
-    item_sid = torch.cat([torch.zeros(1, n_digits, dtype=torch.long),
+    batch_size, sid_length, codebook_size, n_real = 2, 4, 3, 17
+    all_sids = torch.tensor(list(itertools.product(range(codebook_size), repeat=sid_length)))
+    item_sid = torch.cat([torch.zeros(1, sid_length, dtype=torch.long),
                           all_sids[torch.randperm(len(all_sids), generator=torch.Generator().manual_seed(3))[:n_real]]])
     index = SIDIndex(item_sid, codebook_size)
-    model = FakeModel(batch_size, n_digits, codebook_size, seed=8)
-    beams = generate_topk(model, batch_size, n_digits, codebook_size, n_real, gen_steps, order=order,
+    model = FakeModel(batch_size, sid_length, codebook_size, seed=8)
+    beams = generate_topk(model, batch_size, sid_length, codebook_size, n_real, gen_steps, order=order,
                           index=index)
     rescored = sequence_log_probs(model, beams.codes, codebook_size, gen_steps, order, index)
     assert torch.allclose(rescored, beams.scores, atol=1e-5)
@@ -365,11 +365,11 @@ def test_sequence_log_probs_reject_incomplete_sids():
 @pytest.mark.parametrize("order", DECODING_ORDERS)
 def test_search_never_turns_a_tensor_into_a_python_value(order, monkeypatch):
     """No .item(), bool(tensor), tolist() ... inside the search: on a GPU each is a host sync."""
-    batch_size, n_digits, codebook_size, num_beams, gen_steps = 2, 4, 3, 5, 2
-    all_sids = torch.tensor(list(itertools.product(range(codebook_size), repeat=n_digits)))
-    item_sid = torch.cat([torch.zeros(1, n_digits, dtype=torch.long), all_sids[::3]])
+    batch_size, sid_length, codebook_size, num_beams, gen_steps = 2, 4, 3, 5, 2
+    all_sids = torch.tensor(list(itertools.product(range(codebook_size), repeat=sid_length)))
+    item_sid = torch.cat([torch.zeros(1, sid_length, dtype=torch.long), all_sids[::3]])
     index = SIDIndex(item_sid, codebook_size)
-    model = FakeModel(batch_size, n_digits, codebook_size, seed=4)
+    model = FakeModel(batch_size, sid_length, codebook_size, seed=4)
     generator = torch.Generator().manual_seed(0)
 
     def host_sync(*args, **kwargs):
@@ -377,7 +377,7 @@ def test_search_never_turns_a_tensor_into_a_python_value(order, monkeypatch):
 
     for name in ("__bool__", "__int__", "__float__", "__index__", "item", "tolist"):
         monkeypatch.setattr(torch.Tensor, name, host_sync)
-    output = generate_topk(model, batch_size, n_digits, codebook_size, num_beams, gen_steps,
+    output = generate_topk(model, batch_size, sid_length, codebook_size, num_beams, gen_steps,
                            order=order, index=index, generator=generator)
     monkeypatch.undo()
     _assert_well_formed(output)

@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/ sits
 
 from benchmarks import common, quality, reference_decode, speed, tradeoff  # noqa: E402
 from conftest import tiny_config_dict, tiny_llada_config_dict, write_tiny_dataset  # noqa: E402
-from recbole_llada.quick_start import RunResult  # noqa: E402
+from recbole_llada.training.quick_start import RunResult  # noqa: E402
 
 CPU = torch.device("cpu")
 # Codes allowed at each position; every combination is an item, so restricting each position separately (the
@@ -33,7 +33,7 @@ PRODUCT_CODES = ([0, 1, 3], [1, 2], [0, 2, 3])
 TINY_CODEBOOK = 4
 
 TINY_SPEED = speed.SpeedSetup(
-    n_items=40, n_digits=2, codebook_size=8, history_len=3, d_model=16, n_layers=2, n_heads=2, mlp_ratio=3,
+    n_items=40, sid_length=2, codebook_size=8, history_len=3, d_model=16, n_layers=2, n_heads=2, mlp_ratio=3,
     train_batch_size=8, train_sequences=100, test_users=50, decode_users=4, decode_batch_size=2,
     gen_steps_grid=(1, 2), beams_grid=(2, 3), reference_gen_steps=2, reference_beams=5,
     sasrec_variants=(speed.SASRecVariant("SASRec", 8, 16, 1, 1),), sasrec_batch_size=8,
@@ -51,8 +51,8 @@ def product_catalog() -> torch.Tensor:
 
 def tiny_llada(item_sid: torch.Tensor, codebook_size: int, **overrides):
     torch.manual_seed(0)
-    dataset = common.SyntheticDataset(item_sid, torch.arange(1, item_sid.shape[0]))
-    config = {"hidden_size": 16, "n_layers": 1, "n_heads": 2, "mlp_ratio": 2, "sid_codebook_size": codebook_size,
+    dataset = common.SyntheticDataset(item_sid, codebook_size, torch.arange(1, item_sid.shape[0]))
+    config = {"hidden_size": 16, "n_layers": 1, "n_heads": 2, "mlp_ratio": 2,
               "MAX_ITEM_LIST_LENGTH": 3, "temperature": 1.0, "dropout_prob": 0.0, "gen_order": "adaptive",
               "constrained_decoding": True, "gen_steps": item_sid.shape[1], **overrides}
     model, _ = common.build_synthetic_model("LLaDARec", dataset, config, CPU)
@@ -67,16 +67,16 @@ def only_valid_codes_at_the_target(model, valid: torch.Tensor) -> None:
     (ours), and ranking positions by the best token (official) or the best allowed code (ours), coincide; what
     is left to compare is the loop itself.
     """
-    n_digits, codebook_size = valid.shape
-    code_bias = torch.zeros(n_digits, codebook_size).masked_fill(~valid, float("-inf"))
-    vocab_bias = torch.full((n_digits, model.vocab_size), float("-inf"))
-    for position in range(n_digits):
+    sid_length, codebook_size = valid.shape
+    code_bias = torch.zeros(sid_length, codebook_size).masked_fill(~valid, float("-inf"))
+    vocab_bias = torch.full((sid_length, model.vocab_size), float("-inf"))
+    for position in range(sid_length):
         vocab_bias[position, model.head_offset[position] + valid[position].nonzero().squeeze(1)] = 0.0
     full_logits, code_logits = model.logits, model.target_code_logits
 
     def logits(hidden):
         out = full_logits(hidden).clone()
-        out[..., -n_digits:, :] += vocab_bias
+        out[..., -sid_length:, :] += vocab_bias
         return out
 
     model.logits = logits
@@ -120,14 +120,14 @@ def test_official_loop_returns_our_beams_with_one_position_per_step(num_beams):
     users = random_users(model, 6)
     history = model.history_tokens(users[model.ITEM_SEQ], users[model.ITEM_SEQ_LEN])
     valid_tokens = reference_decode.position_valid_tokens(model.item_sid, model.head_offset, model.mask_token)
-    n_digits = item_sid.shape[1]
+    sid_length = item_sid.shape[1]
     with torch.no_grad():
         ours = model.generate(history, num_beams)
         official = reference_decode.reference_beam_search(
-            reference_decode.full_vocabulary_network(model), history, num_beams, n_digits, valid_tokens,
+            reference_decode.full_vocabulary_network(model), history, num_beams, sid_length, valid_tokens,
             model.mask_token, model.head_offset)
         our_scores = model.full_sort_predict(users)
-        official_scores = reference_decode.reference_full_sort_predict(model, users, num_beams, n_digits, 3)
+        official_scores = reference_decode.reference_full_sort_predict(model, users, num_beams, sid_length, 3)
 
     live = torch.isfinite(ours.scores)
     assert live.sum(1).tolist() == [min(num_beams, len(item_sid) - 1)] * 6
@@ -165,7 +165,7 @@ def counted_matmul_flops(fn) -> int:
 def test_analytic_flops_equal_the_counted_matmuls():
     setup = TINY_SPEED
     generator = torch.Generator().manual_seed(0)
-    dataset = common.synthetic_dataset(setup.n_items, setup.n_digits, setup.codebook_size, 10, generator)
+    dataset = common.synthetic_dataset(setup.n_items, setup.sid_length, setup.codebook_size, 10, generator)
     model, _ = common.build_synthetic_model("LLaDARec", dataset, speed.llada_overrides(setup), CPU)
     batch = common.synthetic_batch(model, 5, setup.history_len, setup.n_items, generator, CPU)
     model.train()

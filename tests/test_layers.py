@@ -9,13 +9,13 @@ from recbole_llada.model.layers import (ATTENTION_KINDS, RMSNorm, SwiGLU, Transf
 N_DIGITS = 3
 
 
-def _brute_force_mask(kind: str, valid: torch.Tensor, n_digits: int) -> torch.Tensor:
+def _brute_force_mask(kind: str, valid: torch.Tensor, sid_length: int) -> torch.Tensor:
     batch_size, seq_len = valid.shape
     mask = torch.zeros(batch_size, 1, seq_len, seq_len, dtype=torch.bool)
     for b in range(batch_size):
         for i in range(seq_len):
             for j in range(seq_len):
-                item_i, item_j = i // n_digits, j // n_digits
+                item_i, item_j = i // sid_length, j // sid_length
                 if not valid[b, i]:
                     allowed = i == j
                 elif not valid[b, j]:

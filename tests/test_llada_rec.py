@@ -8,9 +8,9 @@ from recbole.config import Config
 from recbole.data import create_dataset, data_preparation
 from recbole.utils import get_trainer, init_seed
 
-from recbole_llada import quick_start
 from recbole_llada.model import llada_rec
 from recbole_llada.model.llada_rec import PAD_TOKEN, LLaDARec
+from recbole_llada.training import quick_start
 
 from conftest import TINY_DATASET, prepare_tiny_llada, tiny_llada_config_dict
 
@@ -75,7 +75,7 @@ def test_history_is_left_padded_item_by_item(tiny_world):
 def test_code_tokens_of_each_head_live_in_their_own_range(tiny_world):
     model = new_model(tiny_world)
     tokens = model.item_tokens(torch.arange(1, N_ITEMS + 1))
-    for head in range(model.n_digits):
+    for head in range(model.sid_length):
         low = 1 + head * model.codebook_size
         assert ((tokens[:, head] >= low) & (tokens[:, head] < low + model.codebook_size)).all()
     assert model.mask_token == model.vocab_size - 1
@@ -83,10 +83,10 @@ def test_code_tokens_of_each_head_live_in_their_own_range(tiny_world):
 
 def test_head_restricted_logits_equal_the_matching_vocabulary_slices(tiny_world):
     model = new_model(tiny_world)
-    hidden = torch.randn(3, model.n_digits, model.d_model)
+    hidden = torch.randn(3, model.sid_length, model.d_model)
     full = model.logits(hidden)
     restricted = model.target_code_logits(hidden)
-    for head in range(model.n_digits):
+    for head in range(model.sid_length):
         low = 1 + head * model.codebook_size
         assert torch.allclose(restricted[:, head], full[:, head, low: low + model.codebook_size], atol=1e-5)
 
@@ -301,11 +301,11 @@ def test_marginal_scores_equal_predict_item_by_item(tiny_world):
 def brute_force_joint(model, history_row: torch.Tensor, sid: list[int]) -> float:
     """Chain rule along the adaptive, constrained order with one forward per step, in plain loops."""
     catalog = model.item_sid[1:].tolist()
-    state, score = [-1] * model.n_digits, 0.0
-    for n_commit in [model.n_digits // model.gen_steps] * model.gen_steps:  # the test uses gen_steps | M
+    state, score = [-1] * model.sid_length, 0.0
+    for n_commit in [model.sid_length // model.gen_steps] * model.gen_steps:  # the test uses gen_steps | M
         log_probs = model.code_log_probs(history_row[None], torch.tensor(state)[None, None])[0, 0]
         consistent = [codes for codes in catalog if all(s < 0 or s == c for s, c in zip(state, codes))]
-        masked = [m for m in range(model.n_digits) if state[m] < 0]
+        masked = [m for m in range(model.sid_length) if state[m] < 0]
         masked.sort(key=lambda m: max(log_probs[m, codes[m]].item() for codes in consistent), reverse=True)
         for position in masked[:n_commit]:
             score += log_probs[position, sid[position]].item()

@@ -93,7 +93,7 @@ def test_compile_key_compiles_the_forward_in_place(tiny_world, monkeypatch):
     compiled.eval(), plain.eval()
     interaction = first_batch(test)[0]
     history = plain.history_tokens(interaction[plain.ITEM_SEQ], interaction[plain.ITEM_SEQ_LEN])
-    partial = torch.full((history.shape[0], 3, plain.n_digits), -1)
+    partial = torch.full((history.shape[0], 3, plain.sid_length), -1)
     partial[:, 1:, 0] = torch.tensor([0, 1])
     with torch.no_grad():
         assert torch.allclose(compiled.code_log_probs(history, partial), plain.code_log_probs(history, partial),

@@ -12,18 +12,18 @@ MASK = 99
 
 
 def test_next_item_masks_exactly_k_tokens_with_probability_k_over_m():
-    n_digits = 4
-    targets = torch.randint(1, 50, (3000, n_digits), generator=torch.Generator().manual_seed(1))
+    sid_length = 4
+    targets = torch.randint(1, 50, (3000, sid_length), generator=torch.Generator().manual_seed(1))
     out = mask_next_item(targets, MASK, generator=torch.Generator().manual_seed(0))
     n_masked = out.masked.sum(dim=1)
-    assert n_masked.min() >= 1 and n_masked.max() <= n_digits
-    assert torch.allclose(out.mask_prob, (n_masked.float() / n_digits)[:, None].expand(-1, 4))
+    assert n_masked.min() >= 1 and n_masked.max() <= sid_length
+    assert torch.allclose(out.mask_prob, (n_masked.float() / sid_length)[:, None].expand(-1, 4))
     assert torch.equal(out.tokens, torch.where(out.masked, MASK, targets))
     # k ~ U{1..M}: each value about a quarter of the time, and positions are exchangeable.
-    counts = torch.bincount(n_masked, minlength=n_digits + 1)[1:].float()
-    assert torch.all((counts / len(targets) - 1 / n_digits).abs() < 0.03)
+    counts = torch.bincount(n_masked, minlength=sid_length + 1)[1:].float()
+    assert torch.all((counts / len(targets) - 1 / sid_length).abs() < 0.03)
     position_rate = out.masked.float().mean(dim=0)
-    assert torch.all((position_rate - 2.5 / n_digits).abs() < 0.03)
+    assert torch.all((position_rate - 2.5 / sid_length).abs() < 0.03)
 
 
 def test_next_item_is_reproducible_with_a_generator():
@@ -34,44 +34,44 @@ def test_next_item_is_reproducible_with_a_generator():
     assert torch.equal(first.mask_prob, second.mask_prob)
 
 
-def _left_padded(batch_size: int, n_items: int, n_digits: int, n_valid_items: torch.Tensor):
-    item_index = torch.arange(n_items * n_digits) // n_digits
+def _left_padded(batch_size: int, n_items: int, sid_length: int, n_valid_items: torch.Tensor):
+    item_index = torch.arange(n_items * sid_length) // sid_length
     valid = item_index[None, :] >= (n_items - n_valid_items)[:, None]
-    tokens = torch.randint(1, 50, (batch_size, n_items * n_digits)).masked_fill(~valid, 0)
+    tokens = torch.randint(1, 50, (batch_size, n_items * sid_length)).masked_fill(~valid, 0)
     return tokens, valid
 
 
 def test_history_never_masks_padding_and_items_share_their_probability():
-    batch_size, n_items, n_digits = 500, 5, 4
+    batch_size, n_items, sid_length = 500, 5, 4
     n_valid_items = torch.randint(1, n_items + 1, (batch_size,),
                                   generator=torch.Generator().manual_seed(3))
-    tokens, valid = _left_padded(batch_size, n_items, n_digits, n_valid_items)
-    out = mask_history(tokens, valid, n_digits, MASK, generator=torch.Generator().manual_seed(0))
+    tokens, valid = _left_padded(batch_size, n_items, sid_length, n_valid_items)
+    out = mask_history(tokens, valid, sid_length, MASK, generator=torch.Generator().manual_seed(0))
     assert not out.masked[~valid].any()
     assert torch.all(out.mask_prob[~valid] == 0)
     assert torch.equal(out.tokens, torch.where(out.masked, MASK, tokens))
-    per_item = out.mask_prob.view(batch_size, n_items, n_digits)
+    per_item = out.mask_prob.view(batch_size, n_items, sid_length)
     assert torch.all(per_item == per_item[:, :, :1])
-    valid_items = valid.view(batch_size, n_items, n_digits)[:, :, 0]
-    n_masked_per_item = out.masked.view(batch_size, n_items, n_digits).sum(dim=2)
+    valid_items = valid.view(batch_size, n_items, sid_length)[:, :, 0]
+    n_masked_per_item = out.masked.view(batch_size, n_items, sid_length).sum(dim=2)
     item_prob = per_item[:, :, 0]
     # p = k/M with k in 0..M: p = 0 masks nothing, p = 1 masks the whole item.
-    scaled = item_prob[valid_items] * n_digits
+    scaled = item_prob[valid_items] * sid_length
     assert torch.all(scaled.round() == scaled)
     assert torch.all(n_masked_per_item[item_prob == 0] == 0)
-    assert torch.all(n_masked_per_item[(item_prob == 1) & valid_items] == n_digits)
+    assert torch.all(n_masked_per_item[(item_prob == 1) & valid_items] == sid_length)
 
 
 def test_history_empirical_mask_rate_matches_item_probability():
-    batch_size, n_items, n_digits = 4000, 3, 4
-    tokens, valid = _left_padded(batch_size, n_items, n_digits, torch.full((batch_size,), n_items))
-    out = mask_history(tokens, valid, n_digits, MASK, generator=torch.Generator().manual_seed(5))
-    k = (out.mask_prob * n_digits).round().long()
-    assert set(k.unique().tolist()) == set(range(n_digits + 1))
-    for value in range(n_digits + 1):
+    batch_size, n_items, sid_length = 4000, 3, 4
+    tokens, valid = _left_padded(batch_size, n_items, sid_length, torch.full((batch_size,), n_items))
+    out = mask_history(tokens, valid, sid_length, MASK, generator=torch.Generator().manual_seed(5))
+    k = (out.mask_prob * sid_length).round().long()
+    assert set(k.unique().tolist()) == set(range(sid_length + 1))
+    for value in range(sid_length + 1):
         selected = k == value
         rate = out.masked[selected].float().mean().item()
-        assert abs(rate - value / n_digits) < 0.02, (value, rate)
+        assert abs(rate - value / sid_length) < 0.02, (value, rate)
 
 
 def test_history_rejects_length_not_multiple_of_digits():

@@ -77,7 +77,7 @@ def test_user_sequences_refuse_a_user_without_validation_target():
 
 @pytest.fixture
 def tiny_split(tiny_data_path, tmp_path):
-    overrides = tiny_config_dict(tiny_data_path, tmp_path, sid_n_heads=2, sid_codebook_size=8)
+    overrides = tiny_config_dict(tiny_data_path, tmp_path, sid_length=2, sid_codebook_size=8)
     return side.load_split(TINY_DATASET, [], overrides)
 
 
@@ -159,10 +159,10 @@ def test_checkpoint_sids_name_rows_by_item_token(tmp_path):
 
 
 def test_official_arguments_carry_our_config_and_refuse_what_it_cannot_run(tmp_path):
-    from recbole_llada.quick_start import build_config
+    from recbole_llada.training.quick_start import build_config
 
     config = build_config("LLaDARec", "ml-100k", overrides={"valid_num_beams": 10})
-    arguments = side.official_arguments(config, "ml-100k", n_digits=2, epochs=3, seed=7, work_dir=tmp_path)
+    arguments = side.official_arguments(config, "ml-100k", sid_length=2, epochs=3, seed=7, work_dir=tmp_path)
     assert (arguments["d_model"], arguments["n_layers"], arguments["n_heads"], arguments["lr"],
             arguments["his_mask_w"], arguments["temperature"], arguments["gen_steps"], arguments["num_beams"],
             arguments["val_num_beams"], arguments["train_batch_size"], arguments["vq_codebook_size"]) == (

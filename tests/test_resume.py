@@ -10,13 +10,14 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 from recbole.trainer import Trainer
 
-from recbole_llada import quick_start
-from recbole_llada.cli import main
+from recbole_llada.cli.run import main
 from recbole_llada.errors import UserInputError
-from recbole_llada.resume import load_checkpoint, resume
-from recbole_llada.trainer import LLaDARecTrainer
+from recbole_llada.training import quick_start
+from recbole_llada.training.resume import load_checkpoint, resume
+from recbole_llada.training.trainer import LLaDARecTrainer
 
 from conftest import TINY_DATASET, tiny_config_dict
 
@@ -27,7 +28,7 @@ REPO = Path(__file__).resolve().parents[1]
 def llada_overrides(data_path, tmp_path, **extra) -> dict:
     """Tiny LLaDARec with dropout and random masking (so the random state matters), three epochs."""
     settings = dict(
-        epochs=3, stopping_step=5, sid_n_heads=2, sid_codebook_size=8, sid_epochs=20, sid_pca_dim=8,
+        epochs=3, stopping_step=5, sid_length=2, sid_codebook_size=8, sid_epochs=20, sid_pca_dim=8,
         sid_hidden_sizes=[16], sid_code_dim=4, sid_check_every=10, n_heads=2, mlp_ratio=2, dropout_prob=0.2,
         gen_steps=2, num_beams=5, valid_num_beams=3, train_batch_size=32, sid_cache_dir=str(tmp_path / "sid_cache"))
     return tiny_config_dict(data_path, tmp_path, **{**settings, **extra})
@@ -164,3 +165,15 @@ def test_a_killed_run_resumes_to_the_metrics_of_an_uninterrupted_one(tiny_data_p
     assert resumed.test_result == whole.test_result
     assert resumed.best_valid_result == whole.best_valid_result
     assert resumed.epochs_trained == whole.epochs_trained
+
+
+def test_the_trainer_takes_recboles_learner_and_clip_grad_norm(tiny_data_path, tmp_path):
+    def trainer_of(**extra) -> LLaDARecTrainer:
+        config = quick_start.build_config("LLaDARec", TINY_DATASET,
+                                          overrides=llada_overrides(tiny_data_path, tmp_path, **extra))
+        return quick_start.prepare(config).trainer
+
+    default = trainer_of()
+    assert type(default.optimizer) is torch.optim.AdamW and default.clip_grad_norm == {"max_norm": 1.0}
+    other = trainer_of(learner="adam", clip_grad_norm={"max_norm": 0.5})
+    assert type(other.optimizer) is torch.optim.Adam and other.clip_grad_norm == {"max_norm": 0.5}

@@ -7,9 +7,9 @@ import math
 
 import pytest
 
-from recbole_llada import quick_start
-from recbole_llada.cli import main
+from recbole_llada.cli.run import main
 from recbole_llada.errors import UserInputError
+from recbole_llada.training import quick_start
 
 from conftest import tiny_config_dict
 
@@ -88,3 +88,18 @@ def test_training_extent_names_what_ended_training():
     assert quick_start.training_extent(trainer(47, 50)) == (47, "early stopping")
     # the budget's placeholder epochs (recorded with loss 0) do not count as trained
     assert quick_start.training_extent(trainer(13, 50, budget_stop_epoch=11)) == (11, "time budget")
+
+
+def test_the_demo_is_its_own_config_file_that_make_demo_names():
+    from pathlib import Path
+
+    from recbole_llada import resources
+
+    demo = resources.demo_config("LLaDARec", "ml-100k")
+    real = resources.load_yaml(resources.model_dataset_config("LLaDARec", "ml-100k"))
+    # The demo must not depend on the real ml-100k settings, which a later file layer would otherwise leak into it.
+    assert set(real) <= set(resources.load_yaml(demo))
+    makefile = (Path(resources.__file__).resolve().parents[1] / "Makefile").read_text()
+    assert f"--config_files={demo.relative_to(demo.parents[2])}" in makefile
+    config = quick_start.build_config("LLaDARec", "ml-100k", [str(demo)])
+    assert (config["hidden_size"], config["epochs"], config["sid_codebook_size"]) == (32, 6, 64)

@@ -8,7 +8,8 @@ import torch
 
 import recbole_llada.sid.build as build_module
 from recbole_llada.sid.build import PADDING_CODE, SIDConfig, build_semantic_ids, write_sid_table
-from test_sid_cache import ITEMS, TEXTS, TRAIN, fake_encoder, tiny_pipeline  # noqa: F401 (fixtures)
+from recbole_llada.sid.embed import array_embeddings, file_embeddings
+from test_sid_cache import ITEMS, TEXTS, TRAIN, fake_encoder, text_source, tiny_pipeline  # noqa: F401 (fixtures)
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -16,12 +17,12 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 def test_from_config_reads_prefixed_keys_and_coerces_strings():
     cfg = SIDConfig.from_config({
         "item_embedding": "text", "text_fields": "title, genre", "text_encoder": "sentence-t5-base",
-        "sid_tokenizer": "rq_kmeans", "sid_n_heads": "3", "sid_codebook_size": 64, "sid_weight_decay": "1e-4",
+        "sid_tokenizer": "rq_kmeans", "sid_length": "3", "sid_codebook_size": 64, "sid_weight_decay": "1e-4",
         "sid_hidden_sizes": "[64, 32]", "sid_kmeans_init": "false", "sid_epochs": None, "sid_cache_dir": None,
         "seed": 7, "device": torch.device("cpu"), "unrelated_recbole_key": 1,
     })
     assert (cfg.text_fields, cfg.text_encoder, cfg.tokenizer) == (["title", "genre"], "sentence-t5-base", "rq_kmeans")
-    assert (cfg.n_heads, cfg.codebook_size, cfg.weight_decay, cfg.hidden_sizes) == (3, 64, 1e-4, (64, 32))
+    assert (cfg.sid_length, cfg.codebook_size, cfg.weight_decay, cfg.hidden_sizes) == (3, 64, 1e-4, (64, 32))
     assert cfg.kmeans_init is False and cfg.epochs is None and cfg.cache_dir is None
     assert (cfg.seed, cfg.device) == (7, "cpu")  # RecBole's seed and device when no sid_ key overrides them
     assert SIDConfig.from_config({"seed": 7, "sid_seed": 9}).seed == 9
@@ -30,7 +31,7 @@ def test_from_config_reads_prefixed_keys_and_coerces_strings():
 @pytest.mark.parametrize("config, message", [
     ({"sid_n_head": 4}, "unknown SID config keys"),
     ({"sid_tokenizer": "vqgan"}, "sid_tokenizer must be one of"),
-    ({"sid_n_heads": "four"}, "cannot read 'four'"),
+    ({"sid_length": "four"}, "cannot read 'four'"),
     ({"item_embedding": "file"}, "needs sid_embedding_file"),
 ])
 def test_from_config_rejects_bad_values(config, message):
@@ -58,7 +59,7 @@ def test_pipeline_gives_distinct_sids_and_fits_on_training_items(tmp_path, fake_
 
     monkeypatch.setattr(build_module, "make_quantizer", recording_make_quantizer)
     result = build_semantic_ids(tiny_pipeline(tmp_path, tokenizer=tokenizer, cache_dir=None), ITEMS, TRAIN,
-                                texts=TEXTS)
+                                text_source(TEXTS))
     item_sid, report = result.item_sid, result.report
     assert item_sid.shape == (31, 2) and item_sid.dtype == torch.long
     assert (item_sid[0] == PADDING_CODE).all()
@@ -81,13 +82,13 @@ def test_pipeline_gives_distinct_sids_and_fits_on_training_items(tmp_path, fake_
 
 
 def test_pipeline_accepts_an_embedding_matrix(tmp_path):
-    embeddings = np.random.default_rng(0).standard_normal((31, 6)).astype(np.float32)
+    embeddings = np.random.default_rng(0).standard_normal((30, 6)).astype(np.float32)
     cfg = tiny_pipeline(tmp_path, item_embedding="collaborative", tokenizer="rq_kmeans")
-    first = build_semantic_ids(cfg, ITEMS, TRAIN, embeddings=embeddings)
+    first = build_semantic_ids(cfg, ITEMS, TRAIN, array_embeddings(embeddings))
     assert not first.report.cache_hits["sids"]
-    assert build_semantic_ids(cfg, ITEMS, TRAIN, embeddings=embeddings).report.cache_hits["sids"]
+    assert build_semantic_ids(cfg, ITEMS, TRAIN, array_embeddings(embeddings)).report.cache_hits["sids"]
     embeddings[5, 0] += 1.0
-    assert not build_semantic_ids(cfg, ITEMS, TRAIN, embeddings=embeddings).report.cache_hits["sids"]
+    assert not build_semantic_ids(cfg, ITEMS, TRAIN, array_embeddings(embeddings)).report.cache_hits["sids"]
 
 
 def test_pipeline_reads_an_embedding_file(tmp_path):
@@ -96,29 +97,38 @@ def test_pipeline_reads_an_embedding_file(tmp_path):
     (tmp_path / "ids.txt").write_text("\n".join(reversed(ITEMS[1:])) + "\n")
     cfg = tiny_pipeline(tmp_path, item_embedding="file", embedding_file=str(tmp_path / "emb.npy"),
                         embedding_ids_file=str(tmp_path / "ids.txt"), tokenizer="rq_kmeans", cache_dir=None)
-    from_file = build_semantic_ids(cfg, ITEMS, TRAIN)
-    in_memory = build_semantic_ids(cfg, ITEMS, TRAIN, embeddings=np.vstack([np.zeros((1, 6)), matrix]))
+    from_file = build_semantic_ids(cfg, ITEMS, TRAIN, file_embeddings(tmp_path / "emb.npy", tmp_path / "ids.txt",
+                                                                      ITEMS[1:]))
+    in_memory = build_semantic_ids(cfg, ITEMS, TRAIN, array_embeddings(matrix))
     assert torch.equal(from_file.item_sid, in_memory.item_sid)
 
 
-@pytest.mark.parametrize("item_ids, mask, kwargs, message", [
-    (ITEMS[1:], TRAIN[1:], {"texts": TEXTS}, "must start with the padding item"),
-    (ITEMS, TRAIN[:-1], {"texts": TEXTS}, "train_item_mask has shape"),
-    (ITEMS, np.zeros(31, dtype=bool), {"texts": TEXTS}, "no training items"),
-    (ITEMS, TRAIN, {}, "needs texts"),
-    (ITEMS, TRAIN, {"texts": TEXTS, "embeddings": np.zeros((30, 4))}, "aligned with item_ids"),
+@pytest.mark.parametrize("item_ids, mask, n_rows, message", [
+    (ITEMS[1:], TRAIN[1:], 30, "must start with the padding item"),
+    (ITEMS, TRAIN[:-1], 30, "train_item_mask has shape"),
+    (ITEMS, np.zeros(31, dtype=bool), 30, "no training items"),
+    (ITEMS, TRAIN, 29, "aligned with item_ids"),
 ])
-def test_pipeline_input_errors(tmp_path, item_ids, mask, kwargs, message):
+def test_pipeline_input_errors(tmp_path, item_ids, mask, n_rows, message):
     with pytest.raises(ValueError, match=message):
-        build_semantic_ids(tiny_pipeline(tmp_path), item_ids, mask, **kwargs)
-
-
-def test_collaborative_needs_embeddings(tmp_path):
-    with pytest.raises(ValueError, match="train_collaborative_embeddings"):
-        build_semantic_ids(tiny_pipeline(tmp_path, item_embedding="collaborative"), ITEMS, TRAIN, texts=TEXTS)
+        build_semantic_ids(tiny_pipeline(tmp_path), item_ids, mask, array_embeddings(np.ones((n_rows, 4))))
 
 
 def test_write_sid_table(tmp_path):
     item_sid = torch.tensor([[PADDING_CODE, PADDING_CODE], [3, 0], [1, 2]])
     write_sid_table(tmp_path / "out" / "sids.tsv", ["[PAD]", "a", "b"], item_sid)
     assert (tmp_path / "out" / "sids.tsv").read_text() == "a\t3 0\nb\t1 2\n"
+
+
+def test_every_sid_default_is_written_once_in_the_model_yaml():
+    from dataclasses import MISSING, fields
+
+    from recbole_llada.resources import load_yaml, model_config
+    from recbole_llada.sid.quantizers import KMeansQuantizerConfig, VAEConfig
+
+    model_yaml = load_yaml(model_config("LLaDARec"))
+    sid_fields = {spec.name for spec in fields(SIDConfig)}
+    assert {SIDConfig.config_key(name) for name in sid_fields} <= set(model_yaml)
+    for quantizer_class in (VAEConfig, KMeansQuantizerConfig):
+        assert [spec.name for spec in fields(quantizer_class)
+                if spec.name in sid_fields and spec.default is not MISSING] == []

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-import recbole_llada.sid.build as build_module
+import recbole_llada.sid.embed as embed_module
 from recbole_llada.sid.build import SIDConfig, build_semantic_ids
 from recbole_llada.sid.cache import ArrayCache, fingerprint
 
@@ -114,15 +114,20 @@ def fake_encode(texts, model, batch_size, device, show_progress):
 @pytest.fixture
 def fake_encoder(monkeypatch):
     fake_encode.calls = 0
-    monkeypatch.setattr(build_module, "encode_texts", fake_encode)
+    monkeypatch.setattr(embed_module, "encode_texts", fake_encode)
     return fake_encode
 
 
 def tiny_pipeline(tmp_path: Path, **overrides) -> SIDConfig:
-    settings = dict(tokenizer="mh_vqvae", n_heads=2, codebook_size=8, code_dim=2, hidden_sizes=(8,), epochs=4,
+    settings = dict(tokenizer="mh_vqvae", sid_length=2, codebook_size=8, code_dim=2, hidden_sizes=(8,), epochs=4,
                     check_every=2, kmeans_iters=5, pca_dim=4, cache_dir=str(tmp_path / "cache"), device="cpu",
                     show_progress=False)
     return SIDConfig(**{**settings, **overrides})
+
+
+def text_source(texts: dict[str, str]) -> embed_module.ItemEmbeddings:
+    """The items' text embeddings (with ``fake_encoder``: no sentence encoder needed)."""
+    return embed_module.text_embeddings(ITEMS[1:], texts, "fake-encoder", 16, "cpu", show_progress=False)
 
 
 ITEMS = ["[PAD]"] + [f"i{index}" for index in range(30)]
@@ -131,29 +136,29 @@ TRAIN = np.array([False] + [True] * 25 + [False] * 5)
 
 
 def test_pipeline_cache_hit_and_invalidation(tmp_path, fake_encoder):
-    first = build_semantic_ids(tiny_pipeline(tmp_path), ITEMS, TRAIN, texts=TEXTS)
+    first = build_semantic_ids(tiny_pipeline(tmp_path), ITEMS, TRAIN, text_source(TEXTS))
     assert first.report.cache_hits == {"sids": False, "embeddings": False} and fake_encoder.calls == 1
 
-    again = build_semantic_ids(tiny_pipeline(tmp_path), ITEMS, TRAIN, texts=TEXTS)
+    again = build_semantic_ids(tiny_pipeline(tmp_path), ITEMS, TRAIN, text_source(TEXTS))
     assert again.report.cache_hits["sids"] and fake_encoder.calls == 1
     assert torch.equal(again.item_sid, first.item_sid)
 
-    other_epochs = build_semantic_ids(tiny_pipeline(tmp_path, epochs=6), ITEMS, TRAIN, texts=TEXTS)
+    other_epochs = build_semantic_ids(tiny_pipeline(tmp_path, epochs=6), ITEMS, TRAIN, text_source(TEXTS))
     assert other_epochs.report.cache_hits == {"sids": False, "embeddings": True} and fake_encoder.calls == 1
 
-    changed_text = build_semantic_ids(tiny_pipeline(tmp_path), ITEMS, TRAIN, texts={**TEXTS, "i3": "new text"})
+    changed_text = build_semantic_ids(tiny_pipeline(tmp_path), ITEMS, TRAIN, text_source({**TEXTS, "i3": "new text"}))
     assert changed_text.report.cache_hits == {"sids": False, "embeddings": False} and fake_encoder.calls == 2
 
     other_train = TRAIN.copy()
     other_train[26] = True
-    changed_split = build_semantic_ids(tiny_pipeline(tmp_path), ITEMS, other_train, texts=TEXTS)
+    changed_split = build_semantic_ids(tiny_pipeline(tmp_path), ITEMS, other_train, text_source(TEXTS))
     assert changed_split.report.cache_hits == {"sids": False, "embeddings": True}
 
 
 def test_pipeline_rebuilds_truncated_sid_entry(tmp_path, fake_encoder):
-    first = build_semantic_ids(tiny_pipeline(tmp_path), ITEMS, TRAIN, texts=TEXTS)
+    first = build_semantic_ids(tiny_pipeline(tmp_path), ITEMS, TRAIN, text_source(TEXTS))
     (entry,) = (tmp_path / "cache").glob("sids-*.npc")
     entry.write_bytes(entry.read_bytes()[:100])
-    rebuilt = build_semantic_ids(tiny_pipeline(tmp_path), ITEMS, TRAIN, texts=TEXTS)
+    rebuilt = build_semantic_ids(tiny_pipeline(tmp_path), ITEMS, TRAIN, text_source(TEXTS))
     assert not rebuilt.report.cache_hits["sids"] and rebuilt.report.cache_hits["embeddings"]
     assert torch.equal(rebuilt.item_sid, first.item_sid)  # deterministic rebuild

@@ -9,7 +9,8 @@ from recbole.config import Config
 from recbole.data import create_dataset
 
 from conftest import TINY_DATASET, tiny_config_dict
-from recbole_llada.sid.collaborative import train_collaborative_embeddings
+from recbole_llada.sid.build import SIDConfig
+from recbole_llada.sid.collaborative import sasrec_embeddings
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
@@ -20,21 +21,30 @@ def tiny_config(tiny_data_path, tmp_path):
     return Config(model="SASRec", dataset=TINY_DATASET, config_dict=values)
 
 
+def sasrec_source(config):
+    """(dataset, its SASRec embeddings source), the splits built once as LLaDARecDataset builds them."""
+    dataset = create_dataset(config)
+    return dataset, sasrec_embeddings(config, SIDConfig.from_config(config), dataset, dataset.build())
+
+
 def test_embeddings_align_with_the_dataset_and_are_cached(tiny_config, tmp_path):
-    dataset = create_dataset(tiny_config)
-    embeddings = train_collaborative_embeddings(tiny_config, dataset)
-    assert embeddings.shape == (dataset.item_num, 8) and embeddings.dtype == np.float32
-    assert len(np.unique(embeddings[1:], axis=0)) == dataset.item_num - 1  # one learned vector per item
+    dataset, source = sasrec_source(tiny_config)
+    assert not list((tmp_path / "cache").glob("sasrec-*.npc"))  # nothing trains before the vectors are asked for
+    embeddings = source.compute()
+    assert embeddings.shape == (dataset.item_num - 1, 8) and embeddings.dtype == np.float32
+    assert len(np.unique(embeddings, axis=0)) == dataset.item_num - 1  # one learned vector per item
     assert len(list((tmp_path / "cache").glob("sasrec-*.npc"))) == 1
     assert not list((tmp_path / "saved").glob("SASRec-*.pth"))  # the temporary checkpoint is removed
-    np.testing.assert_array_equal(train_collaborative_embeddings(tiny_config, dataset), embeddings)  # cache hit
+    np.testing.assert_array_equal(sasrec_source(tiny_config)[1].compute(), embeddings)  # cache hit
 
 
-def test_misaligned_dataset_is_an_error(tiny_config):
-    dataset = create_dataset(tiny_config)
+def test_cached_embeddings_of_other_item_ids_are_an_error(tiny_config):
+    dataset, sid = create_dataset(tiny_config), SIDConfig.from_config(tiny_config)
+    splits = dataset.build()
+    sasrec_embeddings(tiny_config, sid, dataset, splits).compute()
     dataset.field2id_token[dataset.iid_field] = dataset.field2id_token[dataset.iid_field][::-1]
     with pytest.raises(ValueError, match="would not line up"):
-        train_collaborative_embeddings(tiny_config, dataset, cache_dir="")
+        sasrec_embeddings(tiny_config, sid, dataset, splits).compute()
 
 
 def test_sasrec_trains_with_the_baseline_protocol_not_the_callers_recipe(tiny_data_path, tmp_path):
@@ -55,13 +65,12 @@ def test_sasrec_seed_is_the_sid_seed_so_model_seeds_share_one_embedding(tiny_dat
     for run_seed in (1, 2):
         values = tiny_config_dict(tiny_data_path, tmp_path, seed=run_seed, sid_seed=5, sid_collab_hidden_size=8,
                                   sid_collab_epochs=1, sid_cache_dir=str(cache))
-        embeddings.append(train_collaborative_embeddings(Config(model="SASRec", dataset=TINY_DATASET,
-                                                                config_dict=values)))
+        embeddings.append(sasrec_source(Config(model="SASRec", dataset=TINY_DATASET, config_dict=values))[1].compute())
     assert len(list(cache.glob("sasrec-*.npc"))) == 1  # the second run seed hit the first one's cache
     np.testing.assert_array_equal(embeddings[0], embeddings[1])
     values = tiny_config_dict(tiny_data_path, tmp_path, seed=1, sid_seed=6, sid_collab_hidden_size=8,
                               sid_collab_epochs=1, sid_cache_dir=str(cache))
-    other = train_collaborative_embeddings(Config(model="SASRec", dataset=TINY_DATASET, config_dict=values))
+    other = sasrec_source(Config(model="SASRec", dataset=TINY_DATASET, config_dict=values))[1].compute()
     assert len(list(cache.glob("sasrec-*.npc"))) == 2 and not np.array_equal(other, embeddings[0])
 
 
@@ -112,7 +121,7 @@ def test_file_plus_cooccurrence_sids_are_unique_and_keyed_apart(tmp_path):
     np.save(tmp_path / "vectors.npy", rng.normal(size=(30, 16)).astype(np.float32))
     (tmp_path / "ids.txt").write_text("\n".join(f"i{i}" for i in range(1, 31)) + "\n")
     common = dict(sid_embedding_file=str(tmp_path / "vectors.npy"), sid_embedding_ids_file=str(tmp_path / "ids.txt"),
-                  sid_pca_dim=8, sid_n_heads=2, sid_codebook_size=8, sid_code_dim=4, sid_hidden_sizes=[16],
+                  sid_pca_dim=8, sid_length=2, sid_codebook_size=8, sid_code_dim=4, sid_hidden_sizes=[16],
                   sid_epochs=20, sid_check_every=10, sid_cache_dir=str(tmp_path / "cache"), sid_cooc_dim=4,
                   sid_collab_source="cooccurrence")
     sids = {}

@@ -50,7 +50,7 @@ def test_packaged_minilm_encodes_offline():
     assert packaged and path.endswith("model")
     assert resolve_text_encoder("sentence-t5-base") == ("sentence-t5-base", False)
     texts = ["Toy Story. 1995. Animation.", "Heat. 1995. Crime.", "Toy Story. 1995. Animation."]
-    embeddings = encode_texts(texts, batch_size=2, device="cpu", show_progress=False)
+    embeddings = encode_texts(texts, "all-MiniLM-L6-v2", batch_size=2, device="cpu", show_progress=False)
     assert embeddings.shape == (3, 384) and embeddings.dtype == np.float32
     np.testing.assert_array_equal(embeddings[0], embeddings[2])
     assert not np.allclose(embeddings[0], embeddings[1])

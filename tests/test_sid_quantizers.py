@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from recbole_llada.sid.build import SIDConfig, quantizer_config
 from recbole_llada.sid.quantizers import (KMeansQuantizerConfig, MultiHeadVQVAEQuantizer, OPQQuantizer,
                                           ResidualKMeansQuantizer, ResidualVQVAEQuantizer, VAEConfig, count_collisions,
                                           kmeans)
@@ -23,9 +24,15 @@ def clustered(n: int = 120, dim: int = 8, n_clusters: int = 6, seed: int = 0) ->
 
 
 def tiny_vae(**overrides) -> VAEConfig:
-    settings = dict(n_heads=2, codebook_size=4, code_dim=2, hidden_sizes=(16,), epochs=20, check_every=5,
+    """The YAML defaults (through SIDConfig), made tiny."""
+    settings = dict(sid_length=2, codebook_size=4, code_dim=2, hidden_sizes=(16,), epochs=20, check_every=5,
                     batch_size=64, kmeans_iters=20, seed=3)
-    return VAEConfig(**{**settings, **overrides})
+    return quantizer_config(SIDConfig(tokenizer="mh_vqvae", **{**settings, **overrides}), "cpu")
+
+
+def tiny_kmeans(**overrides) -> KMeansQuantizerConfig:
+    settings = dict(sid_length=2, codebook_size=4, kmeans_iters=20, opq_iters=3, seed=3)
+    return quantizer_config(SIDConfig(tokenizer="rq_kmeans", **{**settings, **overrides}), "cpu")
 
 
 def test_kmeans_is_a_lloyd_fixed_point():
@@ -129,7 +136,7 @@ def make(name: str, seed: int = 3):
         return MultiHeadVQVAEQuantizer(tiny_vae(seed=seed), show_progress=False)
     if name == "rq_vae":
         return ResidualVQVAEQuantizer(tiny_vae(seed=seed), show_progress=False)
-    config = KMeansQuantizerConfig(n_heads=2, codebook_size=4, kmeans_iters=20, opq_iters=3, seed=seed)
+    config = tiny_kmeans(seed=seed)
     return ResidualKMeansQuantizer(config) if name == "rq_kmeans" else OPQQuantizer(config)
 
 
@@ -179,7 +186,7 @@ def test_opq_rotation_is_orthogonal_and_error_matches_brute_force():
 
 def test_opq_needs_divisible_dim():
     with pytest.raises(ValueError, match="not divisible"):
-        OPQQuantizer(KMeansQuantizerConfig(n_heads=3, codebook_size=4)).fit(torch.randn(20, 8))
+        OPQQuantizer(tiny_kmeans(sid_length=3)).fit(torch.randn(20, 8))
 
 
 def test_rebalance_splits_colliding_group_by_sinkhorn():

@@ -14,7 +14,7 @@ from recbole_llada.sid.unique import make_unique
 def brute_force_unique(codes: torch.Tensor, distances: torch.Tensor) -> torch.Tensor:
     """The documented rule, spelled out: per group the closest item keeps the SID; the others, in index order,
     each take the cheapest combination nobody holds yet (all K^M combinations enumerated)."""
-    n_items, n_heads = codes.shape
+    n_items, sid_length = codes.shape
     codebook_size = distances.shape[2]
     rows = [tuple(row) for row in codes.tolist()]
     cost = lambda item, combination: sum(float(distances[item, head, code]) for head, code in enumerate(combination))
@@ -27,16 +27,16 @@ def brute_force_unique(codes: torch.Tensor, distances: torch.Tensor) -> torch.Te
     for item in range(n_items):
         if keeper[rows[item]] == item:
             continue
-        free = [c for c in itertools.product(range(codebook_size), repeat=n_heads) if c not in used]
+        free = [c for c in itertools.product(range(codebook_size), repeat=sid_length) if c not in used]
         result[item] = min(free, key=lambda combination: cost(item, combination))
         used.add(result[item])
     return torch.tensor(result)
 
 
-def identical_groups(n_items: int, n_distinct: int, n_heads: int, codebook_size: int, seed: int):
+def identical_groups(n_items: int, n_distinct: int, sid_length: int, codebook_size: int, seed: int):
     """Items drawn from a few distinct 'embeddings': identical items have identical distances and codes."""
     generator = torch.Generator().manual_seed(seed)
-    distinct = torch.rand(n_distinct, n_heads, codebook_size, generator=generator, dtype=torch.float64)
+    distinct = torch.rand(n_distinct, sid_length, codebook_size, generator=generator, dtype=torch.float64)
     members = torch.randint(n_distinct, (n_items,), generator=generator)
     distances = distinct[members]
     return distances.argmin(dim=-1), distances
@@ -44,7 +44,7 @@ def identical_groups(n_items: int, n_distinct: int, n_heads: int, codebook_size:
 
 @pytest.mark.parametrize("seed", range(5))
 def test_matches_brute_force_with_many_identical_items(seed):
-    codes, distances = identical_groups(n_items=40, n_distinct=6, n_heads=3, codebook_size=4, seed=seed)
+    codes, distances = identical_groups(n_items=40, n_distinct=6, sid_length=3, codebook_size=4, seed=seed)
     result = make_unique(codes, distances)
     assert len(torch.unique(result.codes, dim=0)) == 40 and result.n_colliding_after == 0
     assert torch.equal(result.codes, brute_force_unique(codes, distances))

@@ -19,10 +19,12 @@ import recbole
 import torch
 import yaml
 
-from recbole_llada import quick_start, resources, tune
-from recbole_llada.cli import main
+from recbole_llada import resources
+from recbole_llada.cli.run import main
 from recbole_llada.errors import UserInputError
-from recbole_llada.tune_report import EARLY_STOPPED, ERROR, TERMINATED
+from recbole_llada.training import quick_start
+from recbole_llada.tuning import tune
+from recbole_llada.tuning.report import EARLY_STOPPED, ERROR, TERMINATED
 
 from conftest import tiny_config_dict, write_tiny_dataset
 
@@ -142,8 +144,8 @@ def test_cli_passes_the_tuning_flags_and_fixed_overrides_to_search(monkeypatch, 
 
 
 def test_importing_the_package_and_cli_does_not_import_ray():
-    code = ("import sys, recbole_llada, recbole_llada.cli, recbole_llada.tune, recbole_llada.quick_start; "
-            "sys.exit('ray' in sys.modules)")
+    code = ("import sys, recbole_llada, recbole_llada.cli.run, recbole_llada.tuning.tune, "
+            "recbole_llada.training.quick_start; sys.exit('ray' in sys.modules)")
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0
 
 

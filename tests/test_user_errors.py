@@ -9,9 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from recbole_llada import config_check, quick_start
-from recbole_llada.cli import main
+from recbole_llada import config_check
+from recbole_llada.cli.run import main
 from recbole_llada.errors import UserInputError
+from recbole_llada.training import quick_start
 
 from conftest import TINY_DATASET, tiny_config_dict, write_tiny_dataset
 
@@ -55,7 +56,9 @@ def on_tiny(data_path: Path, *argv: str) -> list[str]:
     ("--gen_order=sideways", "one of adaptive, left2right"),
     ("--constrained_decoding=yes", "true or false"),
     ("--sid_tokenizer=foo", "sid_tokenizer must be one of"),
-    ("--sid_n_heads=abc", "'sid_n_heads' is 'abc'"),
+    ("--sid_length=abc", "'sid_length' is 'abc'"),
+    ("--sid_n_heads=2", "'sid_n_heads' (set in --key=value overrides) was renamed to sid_length"),
+    ("--max_grad_norm=0.5", "was renamed to RecBole's clip_grad_norm"),
     ("--sid_codebook_size=1", "'sid_codebook_size' is 1"),
     ("--gen_steps=9", "gen_steps is 9"),
     ("--metrics=[Recal]", "RecBole rejected the configuration"),
@@ -174,7 +177,7 @@ def test_items_without_any_text_are_refused_before_the_tokenizer_trains(item_val
     item_file = tiny_data_path / TINY_DATASET / f"{TINY_DATASET}.item"
     rows = [f"i{item}\t{item_values}\t{item_values}" for item in range(1, 31)]
     item_file.write_text("item_id:token\ttitle:token_seq\tprice:float\n" + "\n".join(rows) + "\n")
-    overrides = tiny_config_dict(tiny_data_path, tmp_path, sid_n_heads=2, sid_codebook_size=8, gen_steps=2,
+    overrides = tiny_config_dict(tiny_data_path, tmp_path, sid_length=2, sid_codebook_size=8, gen_steps=2,
                                  sid_cache_dir=str(tmp_path / "sid_cache"))
     with pytest.raises(UserInputError, match="has any text"):
         quick_start.run("LLaDARec", TINY_DATASET, overrides=overrides)

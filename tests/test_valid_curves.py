@@ -7,7 +7,7 @@ import csv
 import pytest
 
 from benchmarks import cheap_validation, valid_curves
-from recbole_llada import quick_start
+from recbole_llada.training import quick_start
 
 from conftest import TINY_DATASET
 from test_resume import llada_overrides

@@ -34,27 +34,27 @@ class BeamOutput:
     items: torch.Tensor | None  # long [B, W]: index.lookup(codes) (-1 = none); None without index
 
 
-def tokens_per_step(n_digits: int, gen_steps: int) -> list[int]:
-    """How many positions each step commits: n_digits // gen_steps each, the remainder spread
+def tokens_per_step(sid_length: int, gen_steps: int) -> list[int]:
+    """How many positions each step commits: sid_length // gen_steps each, the remainder spread
     over the first steps (as LLaDA's get_num_transfer_tokens)."""
-    if not 1 <= gen_steps <= n_digits:
-        raise ValueError(f"gen_steps must be in 1..{n_digits} (n_digits), got {gen_steps}")
-    base, remainder = divmod(n_digits, gen_steps)
+    if not 1 <= gen_steps <= sid_length:
+        raise ValueError(f"gen_steps must be in 1..{sid_length} (sid_length), got {gen_steps}")
+    base, remainder = divmod(sid_length, gen_steps)
     return [base + (step < remainder) for step in range(gen_steps)]
 
 
-def _fixed_priority(order: str, batch_size: int, n_digits: int, device: torch.device,
+def _fixed_priority(order: str, batch_size: int, sid_length: int, device: torch.device,
                     generator: torch.Generator | None) -> torch.Tensor | None:
     """FloatTensor[B, M], higher = committed earlier; None for the adaptive order."""
     if order == "adaptive":
         return None
     if order == "left2right":
-        return -torch.arange(n_digits, device=device).float().expand(batch_size, n_digits)
+        return -torch.arange(sid_length, device=device).float().expand(batch_size, sid_length)
     if order == "right2left":
-        return torch.arange(n_digits, device=device).float().expand(batch_size, n_digits)
+        return torch.arange(sid_length, device=device).float().expand(batch_size, sid_length)
     # The ranking of i.i.d. uniforms is a uniform random permutation per user.
     draw_device = generator.device if generator is not None else device
-    return torch.rand(batch_size, n_digits, generator=generator, device=draw_device).to(device)
+    return torch.rand(batch_size, sid_length, generator=generator, device=draw_device).to(device)
 
 
 def _gather_beams(tensor: torch.Tensor, parent: torch.Tensor) -> torch.Tensor:
@@ -77,14 +77,14 @@ def _expand_position(beams: _Beams, slot: int, num_beams: int,
     """Commit each beam's plan[..., slot] position with every allowed code; keep the best
     num_beams candidates per user. index=None: every code is allowed, or log_probs already hold
     -inf at the codes the index forbids for these partial SIDs."""
-    batch_size, width, n_digits = beams.codes.shape
+    batch_size, width, sid_length = beams.codes.shape
     codebook_size = beams.log_probs.shape[-1]
     position = beams.plan[:, :, slot]
     position_log_probs = beams.log_probs.gather(
         2, position[:, :, None, None].expand(batch_size, width, 1, codebook_size)).squeeze(2)
     if index is not None:
         # Constraints depend on the codes committed so far, including earlier slots of this step.
-        allowed = index.allowed_codes(beams.codes.reshape(-1, n_digits), position.reshape(-1),
+        allowed = index.allowed_codes(beams.codes.reshape(-1, sid_length), position.reshape(-1),
                                       validate=False)
         position_log_probs = position_log_probs.masked_fill(
             ~allowed.view(batch_size, width, codebook_size), float("-inf"))
@@ -123,19 +123,19 @@ def _commit_priority(log_probs: torch.Tensor, codes: torch.Tensor, fixed_priorit
     (whatever code is then committed there); fixed orders: their priority. Committed positions get
     -inf.
     """
-    batch_size, width, n_digits = codes.shape
+    batch_size, width, sid_length = codes.shape
     if fixed_priority is None:
         if index is not None:
-            allowed = index.allowed_codes_all_positions(codes.reshape(-1, n_digits), validate=False)
+            allowed = index.allowed_codes_all_positions(codes.reshape(-1, sid_length), validate=False)
             log_probs = log_probs.masked_fill(~allowed.view(log_probs.shape), float("-inf"))
         # Clamp so that a masked position always ranks above a committed one (-inf).
         priority = log_probs.amax(dim=-1).clamp(min=torch.finfo(torch.float32).min)
     else:
-        priority = fixed_priority[:, None, :].expand(batch_size, width, n_digits)
+        priority = fixed_priority[:, None, :].expand(batch_size, width, sid_length)
     return priority.masked_fill(codes >= 0, float("-inf"))
 
 
-def generate_topk(log_prob_fn: LogProbFn, batch_size: int, n_digits: int, codebook_size: int,
+def generate_topk(log_prob_fn: LogProbFn, batch_size: int, sid_length: int, codebook_size: int,
                   num_beams: int, gen_steps: int, order: str = "adaptive",
                   index: SIDIndex | None = None, generator: torch.Generator | None = None,
                   device: torch.device | str | None = None) -> BeamOutput:
@@ -158,15 +158,15 @@ def generate_topk(log_prob_fn: LogProbFn, batch_size: int, n_digits: int, codebo
     if batch_size < 1 or num_beams < 1 or codebook_size < 1:
         raise ValueError(f"batch_size, num_beams and codebook_size must be positive, got "
                          f"{batch_size}, {num_beams}, {codebook_size}")
-    if index is not None and (index.n_digits, index.codebook_size) != (n_digits, codebook_size):
-        raise ValueError(f"index has {index.n_digits} digits of {index.codebook_size} codes, "
-                         f"expected {n_digits} digits of {codebook_size} codes")
-    steps = tokens_per_step(n_digits, gen_steps)
+    if index is not None and (index.sid_length, index.codebook_size) != (sid_length, codebook_size):
+        raise ValueError(f"index has {index.sid_length} digits of {index.codebook_size} codes, "
+                         f"expected {sid_length} digits of {codebook_size} codes")
+    steps = tokens_per_step(sid_length, gen_steps)
     if device is None:
         device = index.device if index is not None else torch.device("cpu")
-    fixed_priority = _fixed_priority(order, batch_size, n_digits, torch.device(device), generator)
+    fixed_priority = _fixed_priority(order, batch_size, sid_length, torch.device(device), generator)
 
-    codes = torch.full((batch_size, 1, n_digits), -1, dtype=torch.long, device=device)
+    codes = torch.full((batch_size, 1, sid_length), -1, dtype=torch.long, device=device)
     scores = torch.zeros(batch_size, 1, dtype=torch.float32, device=device)
     for n_commit in steps:
         log_probs = _model_log_probs(log_prob_fn, codes, codebook_size)
@@ -178,7 +178,7 @@ def generate_topk(log_prob_fn: LogProbFn, batch_size: int, n_digits: int, codebo
         codes, scores = beams.codes, beams.scores
 
     codes = codes.masked_fill(torch.isneginf(scores)[:, :, None], -1)
-    items = None if index is None else index.lookup(codes.view(-1, n_digits)).view(
+    items = None if index is None else index.lookup(codes.view(-1, sid_length)).view(
         batch_size, num_beams)
     return BeamOutput(codes=codes, scores=scores, items=items)
 
@@ -206,11 +206,11 @@ def sequence_log_probs(log_prob_fn: LogProbFn, codes: torch.Tensor, codebook_siz
         raise ValueError(f"unknown order {order!r}; expected one of {DECODING_ORDERS}")
     if codes.dim() != 3 or (codes < 0).any():
         raise ValueError(f"codes must be complete SIDs of shape [B, R, M], got {tuple(codes.shape)}")
-    batch_size, n_candidates, n_digits = codes.shape
-    fixed_priority = _fixed_priority(order, batch_size, n_digits, codes.device, generator)
+    batch_size, n_candidates, sid_length = codes.shape
+    fixed_priority = _fixed_priority(order, batch_size, sid_length, codes.device, generator)
     partial = torch.full_like(codes, -1)
     scores = torch.zeros(batch_size, n_candidates, dtype=torch.float32, device=codes.device)
-    for n_commit in tokens_per_step(n_digits, gen_steps):
+    for n_commit in tokens_per_step(sid_length, gen_steps):
         log_probs = _model_log_probs(log_prob_fn, partial, codebook_size)
         plan = _commit_priority(log_probs, partial, fixed_priority, index).topk(n_commit, dim=-1).indices
         own_log_probs = log_probs.gather(3, codes.unsqueeze(-1)).squeeze(-1)

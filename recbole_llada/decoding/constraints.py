@@ -10,7 +10,7 @@ Memory: (2**M - 1) * n_items keys.
 
 import torch
 
-MAX_DIGITS = 8
+MAX_SID_LENGTH = 8
 _INT64_LIMIT = 2**63
 
 
@@ -30,25 +30,25 @@ class SIDIndex:
         if item_sid.dim() != 2 or item_sid.dtype not in (torch.int32, torch.int64):
             raise ValueError(f"item_sid must be an integer tensor [n_items, M], got "
                              f"{item_sid.dtype} {tuple(item_sid.shape)}")
-        n_items, n_digits = item_sid.shape
+        n_items, sid_length = item_sid.shape
         if n_items < 2:
             raise ValueError("item_sid needs the padding row 0 and at least one item")
-        if not 1 <= n_digits <= MAX_DIGITS:
-            raise ValueError(f"n_digits must be in 1..{MAX_DIGITS}, got {n_digits}")
-        if codebook_size < 1 or (2 * codebook_size) ** n_digits >= _INT64_LIMIT:
-            raise ValueError(f"codebook_size={codebook_size} with {n_digits} digits does not fit "
+        if not 1 <= sid_length <= MAX_SID_LENGTH:
+            raise ValueError(f"sid_length must be in 1..{MAX_SID_LENGTH}, got {sid_length}")
+        if codebook_size < 1 or (2 * codebook_size) ** sid_length >= _INT64_LIMIT:
+            raise ValueError(f"codebook_size={codebook_size} with {sid_length} digits does not fit "
                              f"the int64 subset keys ((2K)^M must be < 2^63)")
         real_sid = item_sid[1:].long()
         if real_sid.min() < 0 or real_sid.max() >= codebook_size:
             raise ValueError(f"item codes must be in 0..{codebook_size - 1}, got range "
                              f"{int(real_sid.min())}..{int(real_sid.max())}")
         self.n_items = n_items
-        self.n_digits = n_digits
+        self.sid_length = sid_length
         self.codebook_size = codebook_size
         device = item_sid.device
-        self._place_value = codebook_size ** torch.arange(n_digits, device=device)
-        self._subset_stride = codebook_size ** n_digits
-        self._digit_bit = 2 ** torch.arange(n_digits, device=device)
+        self._place_value = codebook_size ** torch.arange(sid_length, device=device)
+        self._subset_stride = codebook_size ** sid_length
+        self._digit_bit = 2 ** torch.arange(sid_length, device=device)
 
         full_keys = (real_sid * self._place_value).sum(1)
         self._full_keys, order = full_keys.sort()
@@ -56,7 +56,7 @@ class SIDIndex:
             raise ValueError("SIDs must be unique: several items share a semantic ID")
         self._full_items = order + 1
 
-        subsets = torch.arange(1, 2**n_digits, device=device)
+        subsets = torch.arange(1, 2**sid_length, device=device)
         in_subset = (subsets[:, None] & self._digit_bit) > 0  # [S, M]
         projected = (real_sid[None, :, :] * (self._place_value * in_subset)[:, None, :]).sum(-1)
         subset_keys = projected + subsets[:, None] * self._subset_stride  # [S, n_real]
@@ -73,8 +73,8 @@ class SIDIndex:
         return self._subset_keys.device
 
     def _check_partial(self, partial: torch.Tensor) -> None:
-        if partial.dim() != 2 or partial.shape[1] != self.n_digits:
-            raise ValueError(f"partial must have shape [N, {self.n_digits}], "
+        if partial.dim() != 2 or partial.shape[1] != self.sid_length:
+            raise ValueError(f"partial must have shape [N, {self.sid_length}], "
                              f"got {tuple(partial.shape)}")
         if partial.numel() and (partial.min() < -1 or partial.max() >= self.codebook_size):
             raise ValueError(f"partial codes must be -1 (uncommitted) or in "
@@ -92,9 +92,9 @@ class SIDIndex:
             if position.shape != partial.shape[:1]:
                 raise ValueError(f"position must have shape [{partial.shape[0]}], "
                                  f"got {tuple(position.shape)}")
-            if position.numel() and (position.min() < 0 or position.max() >= self.n_digits):
-                raise ValueError(f"position must be in 0..{self.n_digits - 1}")
-        digits = torch.arange(self.n_digits, device=partial.device)
+            if position.numel() and (position.min() < 0 or position.max() >= self.sid_length):
+                raise ValueError(f"position must be in 0..{self.sid_length - 1}")
+        digits = torch.arange(self.sid_length, device=partial.device)
         committed = (partial >= 0) & (digits != position[:, None])
         subset = (committed.long() * self._digit_bit).sum(1) + self._digit_bit[position]
         base_key = (partial.clamp(min=0) * self._place_value * committed).sum(1) \
@@ -108,10 +108,10 @@ class SIDIndex:
         if validate:
             self._check_partial(partial)
         n_rows = partial.shape[0]
-        positions = torch.arange(self.n_digits, device=partial.device).repeat(n_rows)
-        allowed = self.allowed_codes(partial.repeat_interleave(self.n_digits, dim=0), positions,
+        positions = torch.arange(self.sid_length, device=partial.device).repeat(n_rows)
+        allowed = self.allowed_codes(partial.repeat_interleave(self.sid_length, dim=0), positions,
                                      validate=False)
-        return allowed.view(n_rows, self.n_digits, self.codebook_size)
+        return allowed.view(n_rows, self.sid_length, self.codebook_size)
 
     def is_consistent(self, partial: torch.Tensor) -> torch.Tensor:
         """BoolTensor[N]: whether some item agrees with the partial SID on all committed
@@ -126,8 +126,8 @@ class SIDIndex:
     def lookup(self, codes: torch.Tensor) -> torch.Tensor:
         """LongTensor[N]: the item whose SID is `codes` ([N, M]), or -1 if there is none
         (including rows with uncommitted or out-of-range codes)."""
-        if codes.dim() != 2 or codes.shape[1] != self.n_digits:
-            raise ValueError(f"codes must have shape [N, {self.n_digits}], "
+        if codes.dim() != 2 or codes.shape[1] != self.sid_length:
+            raise ValueError(f"codes must have shape [N, {self.sid_length}], "
                              f"got {tuple(codes.shape)}")
         in_range = ((codes >= 0) & (codes < self.codebook_size)).all(dim=1)
         keys = (codes.clamp(0, self.codebook_size - 1).long() * self._place_value).sum(1)

@@ -34,11 +34,11 @@ def left_align(item_seq: torch.Tensor, item_seq_len: torch.Tensor,
     return aligned, valid
 
 
-def build_attention_mask(kind: str, valid: torch.Tensor, n_digits: int,
+def build_attention_mask(kind: str, valid: torch.Tensor, sid_length: int,
                          dense: bool = False) -> torch.Tensor:
     """Boolean mask for scaled_dot_product_attention; True = query i may attend key j.
 
-    valid: BoolTensor[B, N], False at padding; token j belongs to item j // n_digits.
+    valid: BoolTensor[B, N], False at padding; token j belongs to item j // sid_length.
     - bidirectional: every key.
     - causal: keys j <= i.
     - inter_item_causal: keys of the same or earlier items (bidirectional inside an item).
@@ -58,12 +58,12 @@ def build_attention_mask(kind: str, valid: torch.Tensor, n_digits: int,
         raise ValueError(f"valid must be a BoolTensor [B, N], got {valid.dtype} "
                          f"{tuple(valid.shape)}")
     seq_len = valid.shape[1]
-    if n_digits < 1 or seq_len % n_digits != 0:
-        raise ValueError(f"sequence length {seq_len} is not a multiple of n_digits={n_digits}")
+    if sid_length < 1 or seq_len % sid_length != 0:
+        raise ValueError(f"sequence length {seq_len} is not a multiple of sid_length={sid_length}")
     if kind == "bidirectional" and not dense:
         return (valid | ~valid.any(dim=1, keepdim=True))[:, None, None, :]
     position = torch.arange(seq_len, device=valid.device)
-    item = position // n_digits
+    item = position // sid_length
     query_pos, key_pos = position[:, None], position[None, :]
     query_item, key_item = item[:, None], item[None, :]
     if kind == "bidirectional":

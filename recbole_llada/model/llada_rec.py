@@ -83,9 +83,10 @@ class LLaDARec(SequentialRecommender):
         item_sid = torch.as_tensor(dataset.item_sid, dtype=torch.long)
         if item_sid.dim() != 2 or item_sid.shape[0] != self.n_items:
             raise ValueError(f"dataset.item_sid must be [n_items={self.n_items}, M], got {tuple(item_sid.shape)}")
-        self.n_digits = item_sid.shape[1]
-        self.codebook_size = int(config["sid_codebook_size"])
-        self.mask_token = 1 + self.n_digits * self.codebook_size
+        # M and K come from the SIDs themselves (the table's width, the tokenizer's codebook), not from the config.
+        self.sid_length = item_sid.shape[1]
+        self.codebook_size = dataset.sid_codebook_size
+        self.mask_token = 1 + self.sid_length * self.codebook_size
         self.vocab_size = self.mask_token + 1
         self.d_model = config["hidden_size"]
         self.temperature = config["temperature"]
@@ -112,12 +113,12 @@ class LLaDARec(SequentialRecommender):
 
         # Buffers: the checkpoint carries the SID table, so it is self-contained.
         self.register_buffer("item_sid", item_sid)
-        head_offset = 1 + torch.arange(self.n_digits) * self.codebook_size
+        head_offset = 1 + torch.arange(self.sid_length) * self.codebook_size
         self.register_buffer("head_offset", head_offset, persistent=False)
         self.register_buffer("fallback_order", self._popularity_order(dataset), persistent=False)
         self._sid_index: SIDIndex | None = None
 
-        n_tokens = (self.max_seq_length + 1) * self.n_digits
+        n_tokens = (self.max_seq_length + 1) * self.sid_length
         self.token_embedding = nn.Embedding(self.vocab_size, self.d_model)
         self.token_position_embedding = nn.Embedding(n_tokens, self.d_model)
         self.item_position_embedding = nn.Embedding(self.max_seq_length + 1, self.d_model)
@@ -155,8 +156,8 @@ class LLaDARec(SequentialRecommender):
 
     def _check_decoding(self) -> None:
         check_scoring("scoring", self.scoring, self.item_scorer)
-        if not 1 <= self.gen_steps <= self.n_digits:
-            raise ValueError(f"gen_steps must be in 1..sid_n_heads={self.n_digits}, got {self.gen_steps}")
+        if not 1 <= self.gen_steps <= self.sid_length:
+            raise ValueError(f"gen_steps must be in 1..sid_length={self.sid_length}, got {self.gen_steps}")
         if self.num_beams < 1 or self.rescore_candidates < 1:
             raise ValueError(f"num_beams and rescore_candidates must be positive, got {self.num_beams}, "
                              f"{self.rescore_candidates}")
@@ -193,7 +194,7 @@ class LLaDARec(SequentialRecommender):
         """RecBole's right-padded item lists -> left-padded token sequences [B, L*M] (0 = padding)."""
         batch_size, max_len = item_seq.shape
         left_padded, _ = left_align(item_seq, item_seq_len, validate=False)
-        return self.item_tokens(left_padded).reshape(batch_size, max_len * self.n_digits)
+        return self.item_tokens(left_padded).reshape(batch_size, max_len * self.sid_length)
 
     def item_tokens(self, items: torch.Tensor) -> torch.Tensor:
         """Item ids [...] -> vocabulary tokens [..., M]; the padding item maps to padding tokens."""
@@ -206,8 +207,8 @@ class LLaDARec(SequentialRecommender):
         n_tokens = tokens.shape[1]
         positions = torch.arange(n_tokens, device=tokens.device)
         hidden = (self.token_embedding(tokens) + self.token_position_embedding(positions)
-                  + self.item_position_embedding(positions // self.n_digits))
-        mask = build_attention_mask(self.attention, tokens != PAD_TOKEN, self.n_digits,
+                  + self.item_position_embedding(positions // self.sid_length))
+        mask = build_attention_mask(self.attention, tokens != PAD_TOKEN, self.sid_length,
                                     dense=self.dense_attention_mask)
         return self.encoder(self.embedding_dropout(hidden), mask, n_outputs)
 
@@ -220,8 +221,8 @@ class LLaDARec(SequentialRecommender):
 
         Exactly the matching slices of ``logits``, without computing the V - K columns no head can use.
         """
-        head_weights = self.output.weight[1: 1 + self.n_digits * self.codebook_size]
-        head_weights = head_weights.view(self.n_digits, self.codebook_size, self.d_model)
+        head_weights = self.output.weight[1: 1 + self.sid_length * self.codebook_size]
+        head_weights = head_weights.view(self.sid_length, self.codebook_size, self.d_model)
         return torch.einsum("bmd,mkd->bmk", hidden, head_weights) / self.temperature
 
     def _load_frozen_backbone(self, path: str) -> None:
@@ -265,7 +266,7 @@ class LLaDARec(SequentialRecommender):
         full = torch.cat([history, target], dim=1)
 
         next_item = mask_next_item(target, self.mask_token)
-        his = mask_history(full, full != PAD_TOKEN, self.n_digits, self.mask_token)
+        his = mask_history(full, full != PAD_TOKEN, self.sid_length, self.mask_token)
         inputs = [torch.cat([history, next_item.tokens], dim=1), his.tokens]
         if self.item_scorer != "none":
             inputs.append(torch.cat([history, torch.full_like(target, self.mask_token)], dim=1))
@@ -326,8 +327,8 @@ class LLaDARec(SequentialRecommender):
         target = torch.where(partial >= 0, partial + self.head_offset, self.mask_token)
         tokens = torch.cat([history.unsqueeze(1).expand(-1, n_beams, -1), target], dim=2)
         with bf16_autocast(self.item_sid.device):
-            hidden = self(tokens.reshape(batch_size * n_beams, -1), n_outputs=self.n_digits)
-        return self.head_log_probs(hidden).view(batch_size, n_beams, self.n_digits, self.codebook_size)
+            hidden = self(tokens.reshape(batch_size * n_beams, -1), n_outputs=self.sid_length)
+        return self.head_log_probs(hidden).view(batch_size, n_beams, self.sid_length, self.codebook_size)
 
     def head_log_probs(self, target_hidden: torch.Tensor) -> torch.Tensor:
         """Hidden states of the target block [B, M, d] -> float32 log-probabilities [B, M, K] of each head's codes.
@@ -340,9 +341,9 @@ class LLaDARec(SequentialRecommender):
 
     def masked_target_hidden(self, history: torch.Tensor) -> torch.Tensor:
         """History tokens [B, L*M] -> hidden states [B, M, d] of the fully masked target block (one forward)."""
-        tokens = torch.cat([history, history.new_full((history.shape[0], self.n_digits), self.mask_token)], dim=1)
+        tokens = torch.cat([history, history.new_full((history.shape[0], self.sid_length), self.mask_token)], dim=1)
         with bf16_autocast(self.item_sid.device):
-            return self(tokens, n_outputs=self.n_digits)
+            return self(tokens, n_outputs=self.sid_length)
 
     @staticmethod
     def sid_log_likelihood(log_probs: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
@@ -360,7 +361,7 @@ class LLaDARec(SequentialRecommender):
         index = self.sid_index() if self.constrained_decoding else None
         return generate_topk(
             lambda partial: self.code_log_probs(history, partial),
-            batch_size=history.shape[0], n_digits=self.n_digits, codebook_size=self.codebook_size,
+            batch_size=history.shape[0], sid_length=self.sid_length, codebook_size=self.codebook_size,
             num_beams=num_beams, gen_steps=self.gen_steps, order=self.gen_order, index=index,
             device=history.device,
         )

@@ -43,20 +43,20 @@ def mask_next_item(target_tokens: torch.Tensor, mask_token_id: int,
     if target_tokens.dim() != 2 or target_tokens.shape[1] == 0:
         raise ValueError(f"target_tokens must have shape [B, M] with M >= 1, "
                          f"got {tuple(target_tokens.shape)}")
-    batch_size, n_digits = target_tokens.shape
+    batch_size, sid_length = target_tokens.shape
     device = target_tokens.device
-    n_masked = _draw_integers(1, n_digits + 1, (batch_size,), device, generator)
+    n_masked = _draw_integers(1, sid_length + 1, (batch_size,), device, generator)
     # The ranks of i.i.d. uniforms form a uniform random permutation, so the k lowest ranks are
     # k uniformly chosen positions.
-    ranks = _draw_uniform((batch_size, n_digits), device, generator).argsort(dim=1).argsort(dim=1)
+    ranks = _draw_uniform((batch_size, sid_length), device, generator).argsort(dim=1).argsort(dim=1)
     masked = ranks < n_masked[:, None]
-    mask_prob = (n_masked.float() / n_digits)[:, None].expand(batch_size, n_digits)
+    mask_prob = (n_masked.float() / sid_length)[:, None].expand(batch_size, sid_length)
     return MaskedTokens(tokens=target_tokens.masked_fill(masked, mask_token_id),
                         masked=masked,
                         mask_prob=mask_prob.contiguous())
 
 
-def mask_history(tokens: torch.Tensor, valid: torch.Tensor, n_digits: int, mask_token_id: int,
+def mask_history(tokens: torch.Tensor, valid: torch.Tensor, sid_length: int, mask_token_id: int,
                  generator: torch.Generator | None = None) -> MaskedTokens:
     """Mask each item's tokens independently with the item's own ratio k_i / M, k_i ~ U{0..M}.
 
@@ -66,14 +66,14 @@ def mask_history(tokens: torch.Tensor, valid: torch.Tensor, n_digits: int, mask_
     if tokens.dim() != 2 or tokens.shape != valid.shape:
         raise ValueError(f"tokens and valid must both have shape [B, N], "
                          f"got {tuple(tokens.shape)} and {tuple(valid.shape)}")
-    if n_digits < 1 or tokens.shape[1] % n_digits != 0:
+    if sid_length < 1 or tokens.shape[1] % sid_length != 0:
         raise ValueError(f"sequence length {tokens.shape[1]} is not a multiple of "
-                         f"n_digits={n_digits}")
+                         f"sid_length={sid_length}")
     batch_size, seq_len = tokens.shape
     device = tokens.device
-    n_masked = _draw_integers(0, n_digits + 1, (batch_size, seq_len // n_digits), device,
+    n_masked = _draw_integers(0, sid_length + 1, (batch_size, seq_len // sid_length), device,
                               generator)
-    mask_prob = (n_masked.float() / n_digits).repeat_interleave(n_digits, dim=1)
+    mask_prob = (n_masked.float() / sid_length).repeat_interleave(sid_length, dim=1)
     mask_prob = mask_prob.masked_fill(~valid, 0.0)
     # rand in [0, 1) is below p with probability exactly p, including p = 0 and p = 1.
     masked = _draw_uniform((batch_size, seq_len), device, generator) < mask_prob

@@ -3,52 +3,11 @@
 RecBole-free: the dataset adapter passes the item ids in RecBole's internal order, the training-item mask and
 either the item texts or an embedding matrix, and gets back one row of M codes per internal item id.
 
-Config keys (RecBole-style, read by ``SIDConfig.from_config``; "(official)" marks the official LLaDA-Rec value).
-The keys set in properties/model/LLaDARec.yaml (item_embedding, sid_tokenizer, sid_n_heads, sid_codebook_size)
-take their defaults from there, where users look; the tokenizer's other defaults are ``VAEConfig``'s:
-
-==========================  =========================================================================
-item_embedding              "text" | "file" | "collaborative" (vectors from the interactions,
-                            see sid_collab_source) | "text+collaborative" | "file+collaborative" (both
-                            parts, each scaled to unit total variance, concatenated before the PCA)
-text_fields                 .item fields joined into the item text, in order (read by the dataset
-                            adapter); null: every field but the item id
-text_encoder                "all-MiniLM-L6-v2" (default, packaged, offline) or a sentence-transformers
-                            name/path, e.g. "sentence-t5-base" (official; needs internet once)
-sid_encode_batch_size       256
-sid_embedding_file          .npy matrix [n, dim] for item_embedding: file
-sid_embedding_ids_file      its row ids, one item id per line
-sid_pca_dim                 128 (official); <= 0 keeps the raw embedding
-sid_tokenizer               "mh_vqvae" (the paper's) | "rq_vae" | "rq_kmeans" | "opq"
-sid_n_heads                 M: codes per item, one per head (residual tokenizers: per level)
-sid_codebook_size           K: codes per head
-sid_code_dim                d = 32 (official): per-head latent size (RQ-VAE: the latent size)
-sid_hidden_sizes            [512, 256] (official)
-sid_epochs                  null = auto: 10000 (official) on a GPU, where 25k items take about a
-                            minute; 200 on CPU, which keeps ml-100k under a minute on 2 cores
-sid_lr / sid_weight_decay   1e-3 / 1e-4 (official, AdamW)
-sid_batch_size              2048 (official)
-sid_beta                    0.25 (official commitment weight)
-sid_kmeans_init             true (official) / sid_kmeans_iters 100 (official)
-sid_sinkhorn_epsilon        0.003 (official; <= 0 turns Sinkhorn balancing of the last head off)
-sid_sinkhorn_iters          10 (official) / sid_sinkhorn_rounds 30 (official collision passes)
-sid_check_every             50 (official): epochs between checks for the checkpoint choice
-sid_checkpoint_rule         "collision" (official default): keep the first checked epoch with the fewest
-                            training-item collisions | "loss" (official option): the lowest training loss
-sid_opq_iters               10: OPQ rotation updates
-sid_collab_source           "sasrec" (default): SASRec item embeddings trained on the training split |
-                            "cooccurrence": an SVD of the training split's item transitions |
-                            "sasrec+cooccurrence": both, fused like text+collaborative
-sid_collab_epochs           50: SASRec epochs for item_embedding: collaborative (early stopping applies)
-sid_collab_hidden_size      128: SASRec embedding size (keep sid_pca_dim <= the input width)
-sid_cooc_dim                64: singular vectors kept from the transition graph
-sid_seed                    falls back to RecBole's "seed", then 2024
-sid_cache_dir               "saved/sid_cache"; empty or null turns caching off
-sid_device                  falls back to RecBole's "device", then cuda if available
-sid_show_progress           falls back to RecBole's "show_progress", then true
-==========================  =========================================================================
-
-A key present with value null means "default" (except ``sid_cache_dir``, where it turns caching off).
+Config keys: every ``SIDConfig`` field is the config key ``sid_<field>`` (``item_embedding``, ``text_fields`` and
+``text_encoder`` keep their names); their defaults and meanings are written once, in
+properties/model/LLaDARec.yaml. A key present with value null means "default" (except ``sid_cache_dir``, where it
+turns caching off); ``sid_seed``, ``sid_device`` and ``sid_show_progress`` fall back to RecBole's ``seed``,
+``device`` and ``show_progress``.
 """
 
 from __future__ import annotations
@@ -58,7 +17,7 @@ import json
 import logging
 import math
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -68,10 +27,9 @@ import torch
 from torch import Tensor
 
 from recbole_llada.devices import default_device
-from recbole_llada.resources import load_yaml, model_config
+from recbole_llada.resources import load_yaml, model_config, overall_config
 from recbole_llada.sid.cache import ArrayCache, fingerprint
-from recbole_llada.sid.embed import (DEFAULT_TEXT_ENCODER, encode_texts, fuse_embeddings, load_embedding_file,
-                                     pca_whiten)
+from recbole_llada.sid.embed import ItemEmbeddings, pca_whiten
 from recbole_llada.sid.quantizers import (KMeansQuantizerConfig, MultiHeadVQVAEQuantizer, OPQQuantizer, Quantizer,
                                           ResidualKMeansQuantizer, ResidualVQVAEQuantizer, VAEConfig,
                                           count_collisions)
@@ -81,55 +39,57 @@ logger = logging.getLogger(__name__)
 
 PAD_TOKEN = "[PAD]"
 PADDING_CODE = -1  # row 0 of item_sid: never a valid code, so misuse fails loudly instead of aliasing code 0
-PIPELINE_VERSION = 1  # bump when a code change alters results, so old cache entries stop matching
+PIPELINE_VERSION = 2  # bump when a code change alters results or the cached report's fields (2: sid_length)
 GPU_EPOCHS = 10000  # the official setting
 CPU_EPOCHS = 200  # keeps the offline default on ml-100k under a minute on 2 CPU cores
 EMBEDDING_SOURCES = ("text", "file", "collaborative", "text+collaborative", "file+collaborative")
 COLLABORATIVE_SOURCES = ("sasrec", "cooccurrence", "sasrec+cooccurrence")
 TOKENIZERS = ("mh_vqvae", "rq_vae", "rq_kmeans", "opq")
-_UNPREFIXED = {"item_embedding": "item_embedding", "text_fields": "text_fields", "text_encoder": "text_encoder"}
+_UNPREFIXED = {"item_embedding": "item_embedding", "text_fields": "text_fields", "text_encoder": "text_encoder",
+               "sid_length": "sid_length"}
 _FALLBACK_KEYS = {"seed": "seed", "device": "device", "show_progress": "show_progress"}
 _MODEL_DEFAULTS = load_yaml(model_config("LLaDARec"))
+_PROTOCOL_DEFAULTS = load_yaml(overall_config())
 
 
 @dataclass
 class SIDConfig:
-    """Everything that shapes the SIDs; see the module docstring for the config key of each field. Defaults: the
-    model's YAML for the keys it sets, else the quantizers' own (VAEConfig), the official config's."""
+    """Everything that shapes the SIDs. Each field's default is its key's value in the model's YAML (the one place
+    defaults are written), read at import; the fallbacks to RecBole's own keys come from the protocol's YAML."""
 
     item_embedding: str = _MODEL_DEFAULTS["item_embedding"]
-    text_fields: list[str] | None = None
-    text_encoder: str = DEFAULT_TEXT_ENCODER
-    encode_batch_size: int = 256
-    embedding_file: str | None = None
-    embedding_ids_file: str | None = None
-    pca_dim: int = 128
+    text_fields: list[str] | None = _MODEL_DEFAULTS["text_fields"]
+    text_encoder: str = _MODEL_DEFAULTS["text_encoder"]
+    encode_batch_size: int = _MODEL_DEFAULTS["sid_encode_batch_size"]
+    embedding_file: str | None = _MODEL_DEFAULTS["sid_embedding_file"]
+    embedding_ids_file: str | None = _MODEL_DEFAULTS["sid_embedding_ids_file"]
+    pca_dim: int = _MODEL_DEFAULTS["sid_pca_dim"]
     tokenizer: str = _MODEL_DEFAULTS["sid_tokenizer"]
-    n_heads: int = _MODEL_DEFAULTS["sid_n_heads"]
+    sid_length: int = _MODEL_DEFAULTS["sid_length"]
     codebook_size: int = _MODEL_DEFAULTS["sid_codebook_size"]
-    code_dim: int = VAEConfig.code_dim
-    hidden_sizes: tuple[int, ...] = VAEConfig.hidden_sizes
-    epochs: int | None = None  # None: CPU_EPOCHS on CPU, GPU_EPOCHS on CUDA (resolved by resolved_epochs)
-    lr: float = VAEConfig.lr
-    weight_decay: float = VAEConfig.weight_decay
-    batch_size: int = VAEConfig.batch_size
-    beta: float = VAEConfig.beta
-    kmeans_init: bool = VAEConfig.kmeans_init
-    kmeans_iters: int = VAEConfig.kmeans_iters
-    sinkhorn_epsilon: float = VAEConfig.sinkhorn_epsilon
-    sinkhorn_iters: int = VAEConfig.sinkhorn_iters
-    sinkhorn_rounds: int = VAEConfig.sinkhorn_rounds
-    check_every: int = VAEConfig.check_every
-    checkpoint_rule: str = VAEConfig.checkpoint_rule
-    opq_iters: int = 10
-    collab_source: str = "sasrec"
-    collab_epochs: int = 50
-    collab_hidden_size: int = 128
-    cooc_dim: int = 64
-    seed: int = VAEConfig.seed
-    cache_dir: str | None = "saved/sid_cache"
-    device: str | None = None
-    show_progress: bool = True
+    code_dim: int = _MODEL_DEFAULTS["sid_code_dim"]
+    hidden_sizes: tuple[int, ...] = tuple(_MODEL_DEFAULTS["sid_hidden_sizes"])
+    epochs: int | None = _MODEL_DEFAULTS["sid_epochs"]  # None: by device (resolved_epochs)
+    lr: float = _MODEL_DEFAULTS["sid_lr"]
+    weight_decay: float = _MODEL_DEFAULTS["sid_weight_decay"]
+    batch_size: int = _MODEL_DEFAULTS["sid_batch_size"]
+    beta: float = _MODEL_DEFAULTS["sid_beta"]
+    kmeans_init: bool = _MODEL_DEFAULTS["sid_kmeans_init"]
+    kmeans_iters: int = _MODEL_DEFAULTS["sid_kmeans_iters"]
+    sinkhorn_epsilon: float = _MODEL_DEFAULTS["sid_sinkhorn_epsilon"]
+    sinkhorn_iters: int = _MODEL_DEFAULTS["sid_sinkhorn_iters"]
+    sinkhorn_rounds: int = _MODEL_DEFAULTS["sid_sinkhorn_rounds"]
+    check_every: int = _MODEL_DEFAULTS["sid_check_every"]
+    checkpoint_rule: str = _MODEL_DEFAULTS["sid_checkpoint_rule"]
+    opq_iters: int = _MODEL_DEFAULTS["sid_opq_iters"]
+    collab_source: str = _MODEL_DEFAULTS["sid_collab_source"]
+    collab_epochs: int = _MODEL_DEFAULTS["sid_collab_epochs"]
+    collab_hidden_size: int = _MODEL_DEFAULTS["sid_collab_hidden_size"]
+    cooc_dim: int = _MODEL_DEFAULTS["sid_cooc_dim"]
+    seed: int = _PROTOCOL_DEFAULTS["seed"]  # sid_seed: ~ in the model's YAML, i.e. RecBole's seed
+    cache_dir: str | None = _MODEL_DEFAULTS["sid_cache_dir"]
+    device: str | None = None  # None: RecBole's device, else cuda when available (default_device)
+    show_progress: bool = _PROTOCOL_DEFAULTS["show_progress"]  # sid_show_progress: ~, i.e. RecBole's
 
     def __post_init__(self) -> None:
         if self.item_embedding not in EMBEDDING_SOURCES:
@@ -166,15 +126,13 @@ class SIDConfig:
             raise ValueError(f"unknown SID config keys {unknown}; known keys: {sorted(known)}")
         kwargs: dict[str, Any] = {}
         for key, spec in known.items():
-            if key in values:
-                value = values[key]
-            elif spec.name in _FALLBACK_KEYS and _FALLBACK_KEYS[spec.name] in values:
-                value = values[_FALLBACK_KEYS[spec.name]]
-            else:
-                continue
-            if value is None and spec.name != "cache_dir":
-                continue
-            kwargs[spec.name] = None if value is None else _coerce(key, value, str(spec.type))
+            value = values.get(key)
+            if value is None and spec.name in _FALLBACK_KEYS:
+                value = values.get(_FALLBACK_KEYS[spec.name])
+            if value is not None:
+                kwargs[spec.name] = _coerce(key, value, str(spec.type))
+            elif spec.name == "cache_dir" and key in values:
+                kwargs[spec.name] = None
         return cls(**kwargs)
 
 
@@ -208,14 +166,19 @@ def resolved_epochs(cfg: SIDConfig, device: str) -> int:
     return GPU_EPOCHS if torch.device(device).type == "cuda" else CPU_EPOCHS
 
 
+def quantizer_config(cfg: SIDConfig, device: str) -> VAEConfig | KMeansQuantizerConfig:
+    """The hyperparameters of the quantizer named by ``cfg.tokenizer``, taken from ``cfg``."""
+    target = VAEConfig if cfg.tokenizer in ("mh_vqvae", "rq_vae") else KMeansQuantizerConfig
+    return target(**quantizer_hyperparameters(cfg, device), device=device)
+
+
 def make_quantizer(cfg: SIDConfig, device: str) -> Quantizer:
     """The quantizer named by ``cfg.tokenizer``, configured from ``cfg``."""
+    hyperparameters = quantizer_config(cfg, device)
     if cfg.tokenizer in ("mh_vqvae", "rq_vae"):
-        vae = VAEConfig(**quantizer_hyperparameters(cfg, device), device=device)
         quantizer_class = MultiHeadVQVAEQuantizer if cfg.tokenizer == "mh_vqvae" else ResidualVQVAEQuantizer
-        return quantizer_class(vae, show_progress=cfg.show_progress)
-    kmeans_cfg = KMeansQuantizerConfig(**quantizer_hyperparameters(cfg, device), device=device)
-    return ResidualKMeansQuantizer(kmeans_cfg) if cfg.tokenizer == "rq_kmeans" else OPQQuantizer(kmeans_cfg)
+        return quantizer_class(hyperparameters, show_progress=cfg.show_progress)
+    return (ResidualKMeansQuantizer if cfg.tokenizer == "rq_kmeans" else OPQQuantizer)(hyperparameters)
 
 
 def quantizer_hyperparameters(cfg: SIDConfig, device: str) -> dict[str, Any]:
@@ -236,7 +199,7 @@ class SIDReport:
     n_train_items: int
     embedding_dim: int  # quantizer input dim, after PCA
     tokenizer: str
-    n_heads: int
+    sid_length: int
     codebook_size: int
     collisions_before: int  # N - distinct SIDs straight out of the quantizer
     collisions_after_rebalance: int  # after the official Sinkhorn pass (= before, for k-means tokenizers)
@@ -256,7 +219,7 @@ class SIDReport:
     def format(self) -> str:
         lines = [
             f"Semantic IDs: {self.n_items} items ({self.n_train_items} in training), tokenizer {self.tokenizer}, "
-            f"M={self.n_heads} heads x K={self.codebook_size} codes, input dim {self.embedding_dim}",
+            f"M={self.sid_length} tokens x K={self.codebook_size} codes, input dim {self.embedding_dim}",
             f"collisions: {self.collisions_before} from the quantizer -> {self.collisions_after_rebalance} after "
             f"Sinkhorn re-assignment -> {self.collisions_after} after make_unique ({self.n_moved} items moved)",
             f"reconstruction MSE: {self.reconstruction_error:.4f}"
@@ -264,9 +227,9 @@ class SIDReport:
         ]
         if self.check_epochs:
             lines.append(self._checks_line())
-        lines += ["", f"{'head':>4} | {'distinct codes':>14} | {'perplexity':>10}"]
-        for head, (usage, perplexity) in enumerate(zip(self.code_usage, self.perplexity), start=1):
-            lines.append(f"{head:>4} | {usage:>14} | {perplexity:>10.1f}")
+        lines += ["", f"{'token':>5} | {'distinct codes':>14} | {'perplexity':>10}"]
+        for token, (usage, perplexity) in enumerate(zip(self.code_usage, self.perplexity), start=1):
+            lines.append(f"{token:>5} | {usage:>14} | {perplexity:>10.1f}")
         lines += ["", f"{'stage':<12} | {'seconds':>8}"]
         lines += [f"{stage:<12} | {seconds:>8.2f}" for stage, seconds in self.stage_seconds.items()]
         hits = ", ".join(f"{name} {'hit' if hit else 'miss'}" for name, hit in self.cache_hits.items())
@@ -288,20 +251,20 @@ class SIDResult:
     report: SIDReport
 
 
+def resolved_device(cfg: SIDConfig) -> str:
+    """``cfg.device`` (``sid_device``, else RecBole's ``device``), or CUDA when available."""
+    return cfg.device or default_device()
+
+
 def build_semantic_ids(cfg: SIDConfig, item_ids: list[str], train_item_mask: np.ndarray,
-                       texts: Mapping[str, str] | None = None, embeddings: np.ndarray | None = None,
-                       embedding_seconds: float = 0.0, fuse_with: np.ndarray | None = None) -> SIDResult:
+                       embeddings: ItemEmbeddings) -> SIDResult:
     """Distinct SIDs for every item, the quantizer fitted on training items only.
 
     ``item_ids`` is RecBole's internal order with ``item_ids[0] == "[PAD]"``; ``train_item_mask`` (same length)
-    marks items seen in training. Item vectors come from ``embeddings`` when given (``[n_items, dim]`` aligned
-    with ``item_ids``; required for ``item_embedding: collaborative``), else from ``texts`` (item id -> text) or
-    the embedding file, per ``cfg.item_embedding``. ``embedding_seconds`` is the time the caller spent making
-    ``embeddings`` (e.g. training SASRec): the report shows it as the embed stage and counts it in the total.
-    ``fuse_with`` (``[n_items, dim]``, aligned like ``embeddings``) is concatenated to the text or file vectors
-    by ``fuse_embeddings`` (``item_embedding: text+collaborative`` / ``file+collaborative``).
+    marks items seen in training; ``embeddings`` is the run's one source of item vectors, rows aligned with
+    ``item_ids[1:]``. Its vectors are computed (the embed stage of the report) only when the SIDs are not cached.
     """
-    start = time.perf_counter() - embedding_seconds
+    start = time.perf_counter()
     if not item_ids or item_ids[0] != PAD_TOKEN:
         raise ValueError(f"item_ids must start with the padding item {PAD_TOKEN!r} (RecBole's internal order)")
     train_item_mask = np.asarray(train_item_mask, dtype=bool)
@@ -310,36 +273,29 @@ def build_semantic_ids(cfg: SIDConfig, item_ids: list[str], train_item_mask: np.
     items, train = list(item_ids[1:]), train_item_mask[1:]
     if not train.any():
         raise ValueError("no training items: the quantizer is fitted on items seen in training")
-    device = cfg.device or default_device()
+    device = resolved_device(cfg)
     cache = ArrayCache(cfg.cache_dir) if cfg.cache_dir else None
     stage_seconds: dict[str, float] = {}
     cache_hits: dict[str, bool] = {}
 
-    embedding_key_parts, load_embeddings = _embedding_source(cfg, items, texts, embeddings, device)
-    if fuse_with is not None:
-        fuse_with = np.asarray(fuse_with, dtype=np.float32)
-        if fuse_with.shape[0] != len(item_ids):
-            raise ValueError(f"fuse_with must have {len(item_ids)} rows aligned with item_ids, got {fuse_with.shape}")
-        fuse_with = fuse_with[1:]
-
     def build_codes() -> dict[str, np.ndarray]:
         tick = time.perf_counter()
-        if cache is None or embeddings is not None:
-            item_vectors = load_embeddings()
+        if cache is None or not embeddings.cache_vectors:
+            item_vectors = embeddings.compute()
         else:
-            arrays, cache_hits["embeddings"] = cache.get_or_build("embeddings", embedding_key_parts,
-                                                                  lambda: {"embeddings": load_embeddings()})
+            arrays, cache_hits["embeddings"] = cache.get_or_build("embeddings", embeddings.key,
+                                                                  lambda: {"embeddings": embeddings.compute()})
             item_vectors = arrays["embeddings"]
-        if fuse_with is not None:
-            item_vectors = fuse_embeddings([item_vectors, fuse_with], train)
+        if item_vectors.ndim != 2 or item_vectors.shape[0] != len(items):
+            raise ValueError(f"item vectors must be [n_items={len(items)}, dim] aligned with item_ids[1:], "
+                             f"got {item_vectors.shape}")
         stage_seconds["embed"] = time.perf_counter() - tick
         codes, report = _quantize(cfg, item_vectors, train, device, stage_seconds)
         return {"codes": codes, "report": np.array(json.dumps(dataclasses.asdict(report)))}
 
     sid_key_parts = {
         "version": PIPELINE_VERSION,
-        "embeddings": fingerprint(embedding_key_parts),
-        **({"fused": fingerprint(fuse_with)} if fuse_with is not None else {}),
+        "embeddings": fingerprint(embeddings.key),
         "train_items": fingerprint(np.packbits(train)),
         "pca_dim": cfg.pca_dim,
         "tokenizer": cfg.tokenizer,
@@ -350,52 +306,13 @@ def build_semantic_ids(cfg: SIDConfig, item_ids: list[str], train_item_mask: np.
     else:
         arrays, hit = cache.get_or_build("sids", sid_key_parts, build_codes)
     report = SIDReport(**json.loads(str(arrays["report"])))
-    if embeddings is not None:
-        report.stage_seconds = {"embed": embedding_seconds,
-                                **{k: v for k, v in report.stage_seconds.items() if k != "embed"}}
-    if hit:
-        report.stage_seconds["cache_load"] = time.perf_counter() - start
-    else:
-        report.stage_seconds["total"] = time.perf_counter() - start
+    report.stage_seconds["cache_load" if hit else "total"] = time.perf_counter() - start
     report.cache_hits = {"sids": hit, **cache_hits} if cache is not None else {}
 
-    item_sid = torch.full((len(item_ids), cfg.n_heads), PADDING_CODE, dtype=torch.long)
+    item_sid = torch.full((len(item_ids), cfg.sid_length), PADDING_CODE, dtype=torch.long)
     item_sid[1:] = torch.from_numpy(arrays["codes"]).long()
     logger.info("\n%s", report.format())
     return SIDResult(item_sid, report)
-
-
-def _embedding_source(cfg: SIDConfig, items: list[str], texts: Mapping[str, str] | None,
-                      embeddings: np.ndarray | None, device: str) -> tuple[dict[str, Any], Callable[[], np.ndarray]]:
-    """(cache key parts of the item vectors, function producing them as float32 [n_items - 1, dim])."""
-    if embeddings is not None:
-        embeddings = np.asarray(embeddings)
-        if embeddings.ndim != 2 or embeddings.shape[0] != len(items) + 1:
-            raise ValueError(f"embeddings must be [n_items={len(items) + 1}, dim] aligned with item_ids, "
-                             f"got {embeddings.shape}")
-        vectors = np.ascontiguousarray(embeddings[1:], dtype=np.float32)
-        return {"source": "array", "vectors": fingerprint(vectors)}, lambda: vectors
-    if cfg.content_source is None:
-        raise ValueError("item_embedding 'collaborative': train them with "
-                         "recbole_llada.sid.collaborative.train_collaborative_embeddings and pass embeddings=")
-    if cfg.content_source == "file":
-        parts = {"source": "file", "items": fingerprint(items),
-                 "matrix": fingerprint(Path(cfg.embedding_file).read_bytes()),
-                 "ids": fingerprint(Path(cfg.embedding_ids_file).read_bytes())}
-        return parts, lambda: load_embedding_file(Path(cfg.embedding_file), Path(cfg.embedding_ids_file), items)
-    if texts is None:
-        raise ValueError("item_embedding 'text' needs texts (item id -> text), e.g. from read_item_texts")
-    item_texts = [texts.get(item, "") for item in items]
-    n_missing = sum(1 for item in items if item not in texts)
-    if n_missing:
-        logger.warning("%d of %d items have no text; they are encoded from the empty string", n_missing, len(items))
-    parts = {"source": "text", "encoder": cfg.text_encoder, "items": fingerprint(items),
-             "texts": fingerprint(item_texts)}
-
-    def encode() -> np.ndarray:
-        return encode_texts(item_texts, cfg.text_encoder, cfg.encode_batch_size, device, cfg.show_progress)
-
-    return parts, encode
 
 
 def _quantize(cfg: SIDConfig, item_vectors: np.ndarray, train: np.ndarray, device: str,
@@ -431,11 +348,11 @@ def _quantize(cfg: SIDConfig, item_vectors: np.ndarray, train: np.ndarray, devic
     final = unique.codes
     report = SIDReport(
         n_items=int(final.shape[0]), n_train_items=int(train.sum()), embedding_dim=int(reduced.shape[1]),
-        tokenizer=cfg.tokenizer, n_heads=cfg.n_heads, codebook_size=cfg.codebook_size,
+        tokenizer=cfg.tokenizer, sid_length=cfg.sid_length, codebook_size=cfg.codebook_size,
         collisions_before=collisions_before, collisions_after_rebalance=collisions_after_rebalance,
         collisions_after=unique.n_colliding_after, n_moved=unique.n_moved,
-        code_usage=[int(len(torch.unique(final[:, head]))) for head in range(cfg.n_heads)],
-        perplexity=[_perplexity(final[:, head], cfg.codebook_size) for head in range(cfg.n_heads)],
+        code_usage=[int(len(torch.unique(final[:, head]))) for head in range(cfg.sid_length)],
+        perplexity=[_perplexity(final[:, head], cfg.codebook_size) for head in range(cfg.sid_length)],
         reconstruction_error=quantizer.reconstruction_error(reduced),
         epochs=fit_report.epochs, best_epoch=fit_report.best_epoch, check_epochs=fit_report.check_epochs,
         loss_history=fit_report.loss_history, collision_history=fit_report.collision_history,

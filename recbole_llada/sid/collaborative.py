@@ -1,4 +1,5 @@
-"""Collaborative item embeddings for datasets without item text: RecBole's SASRec trained on the training split.
+"""Collaborative item embeddings for datasets without item text: RecBole's SASRec trained on the training split, or
+an SVD of the training split's item transitions; both as ``ItemEmbeddings`` sources.
 
 The only RecBole-dependent part of the SID pipeline. SASRec runs on a copy of the caller's RecBole config with
 the model keys replaced by SASRec's own defaults (read from the installed RecBole) and the optimisation keys by the
@@ -15,7 +16,7 @@ import hashlib
 import logging
 import random
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 import torch
@@ -23,6 +24,7 @@ import torch
 from recbole_llada.resources import load_yaml, overall_config
 from recbole_llada.sid.build import SIDConfig
 from recbole_llada.sid.cache import ArrayCache, fingerprint
+from recbole_llada.sid.embed import ItemEmbeddings
 
 logger = logging.getLogger(__name__)
 
@@ -92,34 +94,33 @@ class _PreservedRandomState:
             torch.cuda.set_rng_state_all(cuda_states)
 
 
-def train_collaborative_embeddings(config: Any, dataset: Any = None, epochs: int | None = None,
-                                   hidden_size: int | None = None, cache_dir: str | None = None) -> np.ndarray:
-    """SASRec item embeddings ``float32 [n_items, hidden_size]`` trained on ``config``'s dataset and split.
+def sasrec_embeddings(config: Any, sid: SIDConfig, dataset: Any, splits: Sequence[Any]) -> ItemEmbeddings:
+    """SASRec item embeddings as a source of item vectors, trained (or read from the cache) only when the SIDs are
+    built.
 
-    ``config`` is the run's RecBole ``Config``; ``dataset`` (optional) is the caller's RecBole dataset, whose
-    item ids the rows must match (checked). ``epochs`` / ``hidden_size`` / ``cache_dir`` default to the config
-    keys ``sid_collab_epochs`` / ``sid_collab_hidden_size`` / ``sid_cache_dir``. The best validation
-    checkpoint is used (RecBole's early stopping on ``valid_metric``).
+    ``config`` is the run's RecBole ``Config``, ``sid`` its SID settings (``sid_collab_*``, ``sid_seed``,
+    ``sid_cache_dir``), ``dataset`` the run's RecBole dataset and ``splits`` its (train, valid, test) splits, on which
+    SASRec trains as they are: the data is loaded once per run. The best validation checkpoint is used (RecBole's
+    early stopping on ``valid_metric``).
     """
-    sid = SIDConfig.from_config(config)
-    epochs = epochs or sid.collab_epochs
-    hidden_size = hidden_size or sid.collab_hidden_size
-    cache_dir = sid.cache_dir if cache_dir is None else cache_dir
-    model_config = sasrec_config(config, hidden_size, epochs, sid.seed)
-    expected = None if dataset is None else list(dataset.field2id_token[dataset.iid_field])
+    model_config = sasrec_config(config, sid.collab_hidden_size, sid.collab_epochs, sid.seed)
+    key = {"model": "SASRec", "files": _dataset_files_fingerprint(model_config),
+           "arguments": fingerprint(_training_key(model_config))}
+    item_ids = list(dataset.field2id_token[dataset.iid_field])
 
     def train() -> dict[str, np.ndarray]:
-        from recbole.data import create_dataset, data_preparation
+        from recbole.data.utils import create_samplers, get_dataloader
         from recbole.model.sequential_recommender import SASRec
         from recbole.trainer import Trainer
         from recbole.utils import init_seed
 
         with _PreservedRandomState():
             init_seed(model_config["seed"], model_config["reproducibility"])
-            sasrec_dataset = create_dataset(model_config)
-            item_ids = list(sasrec_dataset.field2id_token[sasrec_dataset.iid_field])
-            _check_alignment(item_ids, expected)
-            train_data, valid_data, _ = data_preparation(model_config, sasrec_dataset)
+            # What RecBole's data_preparation does after building the splits, which this run already has.
+            train_sampler, valid_sampler, _ = create_samplers(model_config, dataset, splits)
+            train_data = get_dataloader(model_config, "train")(model_config, splits[0], train_sampler,
+                                                                shuffle=model_config["shuffle"])
+            valid_data = get_dataloader(model_config, "valid")(model_config, splits[1], valid_sampler, shuffle=False)
             init_seed(model_config["seed"], model_config["reproducibility"])
             model = SASRec(model_config, train_data._dataset).to(model_config["device"])
             trainer = Trainer(model_config, model)
@@ -131,21 +132,30 @@ def train_collaborative_embeddings(config: Any, dataset: Any = None, epochs: int
         embeddings = model.item_embedding.weight.detach().cpu().numpy().astype(np.float32)
         return {"embeddings": embeddings, "item_ids": np.array(item_ids)}
 
-    if cache_dir:
-        key = {"model": "SASRec", "files": _dataset_files_fingerprint(model_config),
-               "arguments": fingerprint(_training_key(model_config))}
-        arrays, hit = ArrayCache(cache_dir).get_or_build("sasrec", key, train)
-        logger.info("SASRec item embeddings: cache %s", "hit" if hit else "miss")
-    else:
-        arrays = train()
-    _check_alignment(arrays["item_ids"].tolist(), expected)
-    return arrays["embeddings"]
+    def compute() -> np.ndarray:
+        if sid.cache_dir:
+            arrays, hit = ArrayCache(sid.cache_dir).get_or_build("sasrec", key, train)
+            logger.info("SASRec item embeddings: cache %s", "hit" if hit else "miss")
+        else:
+            arrays = train()
+        _check_alignment(arrays["item_ids"].tolist(), item_ids)
+        return arrays["embeddings"][1:]
+
+    return ItemEmbeddings(key, compute)
 
 
-def _check_alignment(item_ids: list[str], expected: list[str] | None) -> None:
-    if expected is not None and list(item_ids) != list(expected):
-        raise ValueError("SASRec's dataset maps item ids differently from the caller's dataset; the embedding rows "
-                         "would not line up (are both built from the same config?)")
+def _check_alignment(item_ids: list[str], expected: list[str]) -> None:
+    if list(item_ids) != list(expected):
+        raise ValueError("the cached SASRec embeddings map item ids differently from this dataset; the embedding "
+                         "rows would not line up")
+
+
+def cooccurrence_source(previous_items: np.ndarray, next_items: np.ndarray, n_items: int, dim: int,
+                        seed: int) -> ItemEmbeddings:
+    """``cooccurrence_embeddings`` as a source of item vectors (rows of the real items), keyed by the pairs."""
+    key = {"source": "cooccurrence", "pairs": fingerprint([previous_items, next_items]), "n_items": n_items,
+           "dim": dim, "seed": seed}
+    return ItemEmbeddings(key, lambda: cooccurrence_embeddings(previous_items, next_items, n_items, dim, seed)[1:])
 
 
 def cooccurrence_embeddings(previous_items: np.ndarray, next_items: np.ndarray, n_items: int, dim: int,

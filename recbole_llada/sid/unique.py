@@ -37,8 +37,8 @@ class _NearestCombinations:
         # Python lists: the heap loop indexes single elements, which is much faster on lists than on arrays.
         self.order = order.tolist()
         self.sorted = np.take_along_axis(distances, order, axis=1).tolist()
-        self.n_heads, self.codebook_size = distances.shape
-        start = (0,) * self.n_heads
+        self.sid_length, self.codebook_size = distances.shape
+        start = (0,) * self.sid_length
         self.heap = [(self._cost(start), start)]
         self.seen = {start}
 
@@ -48,7 +48,7 @@ class _NearestCombinations:
     def next_free(self, used: set[tuple[int, ...]]) -> tuple[int, ...]:
         while self.heap:
             _, ranks = heapq.heappop(self.heap)
-            for head in range(self.n_heads):
+            for head in range(self.sid_length):
                 if ranks[head] + 1 < self.codebook_size:
                     successor = ranks[:head] + (ranks[head] + 1,) + ranks[head + 1:]
                     if successor not in self.seen:
@@ -69,12 +69,12 @@ def make_unique(codes: Tensor, distances: Tensor) -> UniqueResult:
     if codes.ndim != 2 or distances.ndim != 3 or distances.shape[:2] != codes.shape:
         raise ValueError(f"expected codes [N, M] and distances [N, M, K], got {tuple(codes.shape)} and "
                          f"{tuple(distances.shape)}")
-    n_items, n_heads = codes.shape
+    n_items, sid_length = codes.shape
     codebook_size = distances.shape[2]
-    if n_items > codebook_size ** n_heads:
-        raise ValueError(f"{n_items} items cannot all get distinct SIDs from {n_heads} codebooks of "
-                         f"{codebook_size} codes ({codebook_size ** n_heads} combinations); raise "
-                         f"sid_codebook_size or sid_n_heads")
+    if n_items > codebook_size ** sid_length:
+        raise ValueError(f"{n_items} items cannot all get distinct SIDs from {sid_length} codebooks of "
+                         f"{codebook_size} codes ({codebook_size ** sid_length} combinations); raise "
+                         f"sid_codebook_size or sid_length")
     if n_items and (codes.min() < 0 or codes.max() >= codebook_size):
         raise ValueError(f"codes must lie in 0..{codebook_size - 1}")
     codes = codes.detach().cpu().long()

@@ -26,7 +26,7 @@ class FitReport:
 class Quantizer(ABC):
     """Maps embeddings ``[N, D]`` to ``M`` codes in ``0..K-1`` (one per head/level)."""
 
-    n_heads: int
+    sid_length: int  # M
     codebook_size: int
 
     @abstractmethod

@@ -19,8 +19,9 @@ from recbole_llada.sid.quantizers.vae import (AutoencoderQuantizer, Quantized, V
 
 class MultiHeadVQVAE(VQAutoencoder):
     def __init__(self, in_dim: int, cfg: VAEConfig, generator: torch.Generator):
-        super().__init__(in_dim, cfg.n_heads * cfg.code_dim, cfg, generator)
-        self.n_heads, self.code_dim = cfg.n_heads, cfg.code_dim
+        super().__init__(in_dim, cfg.sid_length * cfg.code_dim, cfg, generator)
+        # One head per SID token: the multi-head VQ-VAE's own word for M.
+        self.n_heads, self.code_dim = cfg.sid_length, cfg.code_dim
 
     def _heads(self, latent: Tensor) -> Tensor:
         return latent.view(latent.shape[0], self.n_heads, self.code_dim)

@@ -27,7 +27,7 @@ class OPQQuantizer(Quantizer):
 
     def __init__(self, cfg: KMeansQuantizerConfig):
         self.cfg = cfg
-        self.n_heads = cfg.n_heads
+        self.sid_length = cfg.sid_length
         self.codebook_size = cfg.codebook_size
         self.rotation: Tensor | None = None  # [D, D], orthogonal
         self.codebooks: Tensor | None = None  # [M, K, D / M]
@@ -35,7 +35,7 @@ class OPQQuantizer(Quantizer):
     def _product_quantize(self, rotated: Tensor, init: Tensor | None, iters: int) -> tuple[Tensor, Tensor]:
         """Codebooks ``[M, K, s]`` for the rotated data and its quantized reconstruction ``[N, D]``."""
         codebooks, reconstruction = [], []
-        for head, block in enumerate(rotated.chunk(self.n_heads, dim=1)):
+        for head, block in enumerate(rotated.chunk(self.sid_length, dim=1)):
             start = None if init is None else init[head]
             result = kmeans(block, self.codebook_size, iters, self.cfg.seed + head, init=start)
             codebooks.append(result.centers)
@@ -46,9 +46,9 @@ class OPQQuantizer(Quantizer):
         start = time.perf_counter()
         x = train_embeddings.detach().float().to(self.cfg.device)
         dim = x.shape[1]
-        if dim % self.n_heads != 0:
-            raise ValueError(f"OPQ splits the embedding into {self.n_heads} equal parts, but its dim {dim} is not "
-                             f"divisible by {self.n_heads}; choose sid_pca_dim divisible by sid_n_heads")
+        if dim % self.sid_length != 0:
+            raise ValueError(f"OPQ splits the embedding into {self.sid_length} equal parts, but its dim {dim} is not "
+                             f"divisible by {self.sid_length}; choose sid_pca_dim divisible by sid_length")
         generator = torch.Generator().manual_seed(self.cfg.seed)
         rotation = torch.linalg.qr(torch.randn(dim, dim, generator=generator))[0].to(x.device)
         codebooks, quantized = self._product_quantize(x @ rotation, None, self.cfg.kmeans_iters)
@@ -64,7 +64,7 @@ class OPQQuantizer(Quantizer):
         if self.rotation is None or self.codebooks is None:
             raise ValueError("quantizer is not fitted yet: call fit() first")
         rotated = embeddings.detach().float().to(self.rotation.device) @ self.rotation
-        return rotated.chunk(self.n_heads, dim=1)
+        return rotated.chunk(self.sid_length, dim=1)
 
     def distances(self, embeddings: Tensor) -> Tensor:
         blocks = self._rotated_blocks(embeddings)

@@ -14,18 +14,19 @@ from recbole_llada.sid.quantizers.kmeans import residual_kmeans, squared_distanc
 
 @dataclass
 class KMeansQuantizerConfig:
-    """Hyperparameters of the k-means based quantizers (RQ-KMeans, OPQ); the SID shape (n_heads, codebook_size)
-    has its default in properties/model/LLaDARec.yaml and is always passed."""
+    """Hyperparameters of the k-means based quantizers (RQ-KMeans, OPQ): the ``sid_*`` config keys of the same
+    names, without defaults of their own (``sid.build.quantizer_config`` fills them from the config; the keys'
+    defaults and meanings are in properties/model/LLaDARec.yaml)."""
 
-    n_heads: int
+    sid_length: int
     codebook_size: int
-    kmeans_iters: int = 100
-    opq_iters: int = 10  # OPQ only: alternations between PQ codebooks and the rotation
-    seed: int = 2024
-    device: str = "cpu"
+    kmeans_iters: int
+    opq_iters: int  # OPQ only
+    seed: int
+    device: str
 
     def __post_init__(self) -> None:
-        for name in ("n_heads", "codebook_size", "kmeans_iters", "opq_iters"):
+        for name in ("sid_length", "codebook_size", "kmeans_iters", "opq_iters"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
 
@@ -35,14 +36,14 @@ class ResidualKMeansQuantizer(Quantizer):
 
     def __init__(self, cfg: KMeansQuantizerConfig):
         self.cfg = cfg
-        self.n_heads = cfg.n_heads
+        self.sid_length = cfg.sid_length
         self.codebook_size = cfg.codebook_size
         self.codebooks: Tensor | None = None  # [M, K, D]
 
     def fit(self, train_embeddings: Tensor) -> FitReport:
         start = time.perf_counter()
         self.codebooks = residual_kmeans(train_embeddings.detach().float().to(self.cfg.device), self.codebook_size,
-                                         self.n_heads, self.cfg.kmeans_iters, self.cfg.seed)
+                                         self.sid_length, self.cfg.kmeans_iters, self.cfg.seed)
         return FitReport(seconds=time.perf_counter() - start)
 
     def _fitted(self) -> Tensor:
@@ -55,7 +56,7 @@ class ResidualKMeansQuantizer(Quantizer):
         codebooks = self._fitted()
         residual = embeddings.detach().float().to(codebooks.device)
         distances = []
-        for level in range(self.n_heads):
+        for level in range(self.sid_length):
             level_distances = squared_distances(residual, codebooks[level])
             distances.append(level_distances)
             residual = residual - codebooks[level][level_distances.argmin(dim=1)]

@@ -20,7 +20,7 @@ from recbole_llada.sid.quantizers.vae import (AutoencoderQuantizer, Quantized, V
 class ResidualVQVAE(VQAutoencoder):
     def __init__(self, in_dim: int, cfg: VAEConfig, generator: torch.Generator):
         super().__init__(in_dim, cfg.code_dim, cfg, generator)
-        self.n_levels = cfg.n_heads
+        self.n_levels = cfg.sid_length  # one residual level per SID token: RQ-VAE's word for M
 
     def head_distances(self, latent: Tensor) -> Tensor:
         residual, distances = latent, []
@@ -53,7 +53,7 @@ class ResidualVQVAE(VQAutoencoder):
 
 
 class ResidualVQVAEQuantizer(AutoencoderQuantizer):
-    """RQ-VAE with ``cfg.n_heads`` levels on a ``cfg.code_dim``-dim latent."""
+    """RQ-VAE with ``cfg.sid_length`` levels on a ``cfg.code_dim``-dim latent."""
 
     def build_model(self, in_dim: int, generator: torch.Generator) -> ResidualVQVAE:
         return ResidualVQVAE(in_dim, self.cfg, generator)

@@ -35,33 +35,35 @@ _EVAL_ROWS = 65536
 
 @dataclass
 class VAEConfig:
-    """Hyperparameters of the MH-VQVAE and RQ-VAE quantizers; defaults are the official config's. The SID shape
-    (n_heads, codebook_size) has its default in properties/model/LLaDARec.yaml and is always passed."""
+    """Hyperparameters of the MH-VQVAE and RQ-VAE quantizers: the ``sid_*`` config keys of the same names, without
+    defaults of their own (``sid.build.quantizer_config`` fills them from the config; the keys' defaults and
+    meanings are in properties/model/LLaDARec.yaml)."""
 
-    n_heads: int
+    sid_length: int
     codebook_size: int
-    code_dim: int = 32
-    hidden_sizes: tuple[int, ...] = (512, 256)
-    epochs: int = 10000
-    lr: float = 1e-3
-    weight_decay: float = 1e-4
-    batch_size: int = 2048
-    beta: float = 0.25
-    kmeans_init: bool = True
-    kmeans_iters: int = 100
-    sinkhorn_epsilon: float = 0.003  # <= 0 turns Sinkhorn balancing of the last head off
-    sinkhorn_iters: int = 10
-    sinkhorn_rounds: int = 30  # passes of Sinkhorn re-assignment over colliding groups after training
-    check_every: int = 50
-    checkpoint_rule: str = "collision"  # which checked epoch to keep: fewest collisions (official) or lowest loss
+    code_dim: int
+    hidden_sizes: tuple[int, ...]
+    epochs: int
+    lr: float
+    weight_decay: float
+    batch_size: int
+    beta: float
+    kmeans_init: bool
+    kmeans_iters: int
+    sinkhorn_epsilon: float
+    sinkhorn_iters: int
+    sinkhorn_rounds: int
+    check_every: int
+    checkpoint_rule: str
+    seed: int
+    device: str
+    # Not config keys: the official tokenizer's gradient clipping, and two CUDA speed switches.
     max_grad_norm: float = 1.0
-    seed: int = 2024
-    device: str = "cpu"
     cuda_graphs: bool = True
     tf32: bool = True  # CUDA only: TF32 matmuls while training; the final codes are computed in full float32
 
     def __post_init__(self) -> None:
-        positive = ("n_heads", "codebook_size", "code_dim", "epochs", "batch_size", "check_every")
+        positive = ("sid_length", "codebook_size", "code_dim", "epochs", "batch_size", "check_every")
         for name in positive:
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
@@ -134,7 +136,7 @@ class VQAutoencoder(nn.Module):
         sizes = [in_dim, *cfg.hidden_sizes, latent_dim]
         self.encoder = mlp(sizes, generator)
         self.decoder = mlp(sizes[::-1], generator)
-        self.codebooks = nn.Parameter(torch.empty(cfg.n_heads, cfg.codebook_size, cfg.code_dim))
+        self.codebooks = nn.Parameter(torch.empty(cfg.sid_length, cfg.codebook_size, cfg.code_dim))
         bound = 1.0 / cfg.codebook_size
         nn.init.uniform_(self.codebooks, -bound, bound, generator=generator)
 
@@ -290,7 +292,7 @@ class AutoencoderQuantizer(Quantizer):
 
     def __init__(self, cfg: VAEConfig, show_progress: bool = True):
         self.cfg = cfg
-        self.n_heads = cfg.n_heads
+        self.sid_length = cfg.sid_length
         self.codebook_size = cfg.codebook_size
         self.show_progress = show_progress
         self.model: VQAutoencoder | None = None

@@ -1,6 +1,6 @@
 """Command line: ``python run_recbole_llada.py --model=NAME[,NAME...] --dataset=NAME [--key=value ...]``.
 
-With ``--tune=SPACE`` it runs a Ray Tune hyperparameter search for one model instead (``recbole_llada.tune``).
+With ``--tune=SPACE`` it runs a Ray Tune hyperparameter search for one model instead (``recbole_llada.tuning.tune``).
 
 Known flags are ours; every other ``--key=value`` is a RecBole config override, parsed with RecBole's rules.
 A user mistake (unknown key or model, bad value, malformed data) ends in one paragraph on stderr and exit code 2;
@@ -68,7 +68,7 @@ def split_models(value: str) -> list[str]:
 
 
 def run_search(args: argparse.Namespace, models: list[str], config_files: list[str], overrides: dict) -> int:
-    from recbole_llada import tune
+    from recbole_llada.tuning import tune
 
     if len(models) != 1:
         raise UserInputError("--tune searches one model at a time; pass a single --model.")
@@ -90,7 +90,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args, rest = parser.parse_known_args(argv)
     try:
         import recbole_llada  # noqa: F401  (compat + plugin registration)
-        from recbole_llada import quick_start
+        from recbole_llada.training import quick_start
 
         overrides = quick_start.parse_overrides(rest)
         models = split_models(args.models)

@@ -2,8 +2,9 @@
 
 Differences from RecBole's ``Trainer`` (everything else — early stopping, evaluation, the checkpoint file — is
 inherited unchanged):
-- AdamW with a cosine learning-rate schedule and linear warm-up (``warmup_ratio`` of all steps), stepped per
-  batch, and gradient clipping (``clip_grad_norm``), as the official code trains.
+- RecBole's ``learner`` and ``clip_grad_norm`` keys (LLaDARec.yaml: AdamW, gradient norm clipped at 1, as the
+  official code trains), with a cosine learning-rate schedule and linear warm-up (``warmup_ratio`` of all steps),
+  stepped per batch.
 - bf16 autocast on CUDA (no loss scaling needed, unlike RecBole's fp16 ``enable_amp`` path), and AdamW's fused
   CUDA kernel there (one kernel per step where the default multi-tensor path launches several).
 - Validation decodes with ``valid_scoring`` and ``valid_num_beams`` (the official code selects models with greedy
@@ -15,7 +16,7 @@ inherited unchanged):
   ``history loss`` and, with the item scorer, ``scorer loss``: the weighted parts in the model's ``last_losses``,
   which sum to its loss, summed over the epoch's batches).
 - Checkpoints carry the learning-rate schedule and the random state, so ``--resume`` continues exactly
-  (``recbole_llada.resume``).
+  (``recbole_llada.training.resume``).
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from torch.nn.utils import clip_grad_norm_
 from tqdm import tqdm
 
 from recbole_llada.devices import bf16_autocast
-from recbole_llada.resume import ResumableTrainer
+from recbole_llada.training.resume import ResumableTrainer
 
 
 def warmup_cosine(step: int, total_steps: int, warmup_steps: int) -> float:
@@ -44,7 +45,6 @@ class LLaDARecTrainer(ResumableTrainer):
     def __init__(self, config, model):
         super().__init__(config, model)
         self.warmup_ratio = config["warmup_ratio"]
-        self.max_grad_norm = config["max_grad_norm"]
         self.scheduler: torch.optim.lr_scheduler.LambdaLR | None = None
         self.train_time_budget = config["train_time_budget"]
         self._first_epoch_start: float | None = None
@@ -56,9 +56,11 @@ class LLaDARecTrainer(ResumableTrainer):
         return self.budget_stop_epoch is not None
 
     def _build_optimizer(self, **kwargs):
-        params = kwargs.pop("params", self.model.parameters())
-        return torch.optim.AdamW(params, lr=self.config["learning_rate"],
-                                 weight_decay=self.config["weight_decay"], fused=self.device.type == "cuda")
+        if self.learner.lower() == "adamw" and self.device.type == "cuda":
+            # RecBole's AdamW, with its fused CUDA kernel (RecBole does not ask for it).
+            params = kwargs.pop("params", self.model.parameters())
+            return torch.optim.AdamW(params, lr=self.learning_rate, weight_decay=self.weight_decay, fused=True)
+        return super()._build_optimizer(**kwargs)
 
     def _ensure_scheduler(self, steps_per_epoch: int) -> None:
         if self.scheduler is not None:
@@ -109,7 +111,8 @@ class LLaDARecTrainer(ResumableTrainer):
             with bf16_autocast(self.device):
                 loss = loss_func(interaction)
             (loss + sync_loss).backward()
-            clip_grad_norm_(self.model.parameters(), self.max_grad_norm)
+            if self.clip_grad_norm:
+                clip_grad_norm_(self.model.parameters(), **self.clip_grad_norm)
             self.optimizer.step()
             self.scheduler.step()
             total_loss += loss.detach()

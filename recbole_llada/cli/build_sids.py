@@ -1,6 +1,6 @@
 """Build (or load from cache) a dataset's semantic IDs and print the report.
 
-    python -m recbole_llada.tokenize --dataset=ml-100k [--config_files="a.yaml"] [--key=value ...]
+    python -m recbole_llada.cli.build_sids --dataset=ml-100k [--config_files="a.yaml"] [--key=value ...]
 
 Uses exactly LLaDARec's config layers and split, so the SIDs are the ones training will use (and a later
 training run hits the cache). Writes ``item_id<TAB>c1 c2 ... cM`` to ``--output`` (default
@@ -19,7 +19,8 @@ from recbole_llada.errors import UserInputError, debug_from_environment
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m recbole_llada.tokenize", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m recbole_llada.cli.build_sids",
+                                     description=__doc__.split("\n\n")[0])
     parser.add_argument("--dataset", default="ml-100k")
     parser.add_argument("--config_files", default="", help="extra YAML files, space separated")
     parser.add_argument("--output", default=None, help="where to write the SID table")
@@ -32,7 +33,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         from recbole.data import create_dataset
         from recbole.utils import init_logger, init_seed
 
-        from recbole_llada import quick_start
+        from recbole_llada.training import quick_start
         from recbole_llada.sid.build import write_sid_table
 
         overrides = quick_start.parse_overrides(rest)
@@ -52,7 +53,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     # The dataset has already logged the report (RecBole's logger prints to the console).
     print(f"SID table written to {output}")
     if args.report:
-        from recbole_llada.results import provenance, provenance_markdown
+        from recbole_llada.training.results import provenance, provenance_markdown
 
         report = Path(args.report)
         report.parent.mkdir(parents=True, exist_ok=True)

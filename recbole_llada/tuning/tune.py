@@ -20,10 +20,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from recbole_llada import config_check, quick_start, resources
+from recbole_llada import config_check, resources
 from recbole_llada.errors import UserInputError
-from recbole_llada.results import provenance
-from recbole_llada.tune_report import (
+from recbole_llada.training import quick_start
+from recbole_llada.training.results import provenance
+from recbole_llada.tuning.report import (
     EARLY_STOPPED,
     ERROR,
     TERMINATED,

@@ -13,7 +13,7 @@ from typing import Any, Mapping, Sequence
 
 import yaml
 
-from recbole_llada.results import markdown_table, provenance_markdown
+from recbole_llada.training.results import markdown_table, provenance_markdown
 
 TERMINATED = "TERMINATED"  # trained to the last epoch, or stopped by RecBole's own early stopping
 EARLY_STOPPED = "EARLY_STOPPED"  # stopped by the scheduler (ASHA) at a rung

@@ -29,11 +29,11 @@ from recbole.utils import get_model, get_trainer, init_logger, init_seed, set_co
 from recbole_llada import config_check, resources
 from recbole_llada.data.checks import check_interaction_file, load_time_field
 from recbole_llada.errors import UserInputError
-from recbole_llada.models import check_model_name
+from recbole_llada.model.names import check_model_name
 from recbole_llada.registry import PLUGIN_MODELS
-from recbole_llada.results import ComparisonRow, write_comparison
-from recbole_llada.resume import resumable
-from recbole_llada.resume import resume as resume_from
+from recbole_llada.training.results import ComparisonRow, write_comparison
+from recbole_llada.training.resume import resumable
+from recbole_llada.training.resume import resume as resume_from
 
 
 class PluginConfig(Config):
@@ -65,7 +65,7 @@ def config_files_for(model: str, dataset: str, user_files: Sequence[str] = ()) -
     dataset_yaml = resources.dataset_config(dataset)
     if dataset_yaml.is_file():
         files.append(dataset_yaml)
-    model_on_dataset = resources.properties_dir() / "model_dataset" / f"{model}-{dataset}.yaml"
+    model_on_dataset = resources.model_dataset_config(model, dataset)
     if model_on_dataset.is_file():
         files.append(model_on_dataset)
     for user_file in user_files:
@@ -211,7 +211,7 @@ def warn_if_oversized(config: Config, n_items: int) -> None:
     say so when the data has fewer items than one codebook has codes."""
     if n_items >= config["sid_codebook_size"]:
         return
-    small = resources.properties_dir() / "model_dataset" / "LLaDARec-ml-100k.yaml"
+    small = resources.demo_config("LLaDARec", "ml-100k")
     getLogger().warning(
         f"{config['dataset']} has {n_items} items, fewer than the {config['sid_codebook_size']} codes per head "
         f"(sid_codebook_size) of this LLaDARec configuration (hidden_size {config['hidden_size']}, "
@@ -235,7 +235,8 @@ def run(model: str, dataset: str, config_files: Sequence[str] = (),
         overrides: Mapping[str, Any] | None = None, saved: bool = True, resume: str | None = None) -> RunResult:
     """Train ``model`` on ``dataset``, select the best epoch on validation, evaluate it on test.
 
-    ``resume``: a checkpoint of an interrupted run with the same settings, to continue from (``recbole_llada.resume``).
+    ``resume``: a checkpoint of an interrupted run with the same settings, to continue from
+    (``recbole_llada.training.resume``).
     A run that fails deletes the checkpoint it wrote; an interrupted one keeps it and says how to resume.
     """
     config = build_config(model, dataset, config_files, overrides)

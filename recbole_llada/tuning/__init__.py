@@ -1,0 +1,1 @@
+"""Hyperparameter search with Ray Tune (``tune``) and its tables and plot (``report``)."""
