@@ -42,7 +42,7 @@ from benchmarks.common import (RESULTS_DIR, Timing, build_synthetic_model, encod
                                hardware_slug, matmul_tflops, pick_device, synthetic_batch, synthetic_dataset,
                                time_repeated, write_csv, write_markdown)
 from benchmarks.reference_decode import reference_full_sort_predict
-from recbole_llada.devices import bf16_autocast
+from recbole_llada.devices import autocast
 from recbole_llada.training.results import markdown_table, provenance
 
 
@@ -266,7 +266,7 @@ def measure_llada(report: SpeedReport, generator: torch.Generator) -> None:
 
     def step(batch: dict) -> None:
         optimizer.zero_grad(set_to_none=True)
-        with bf16_autocast(device):
+        with autocast(device, config["precision"]):
             loss = model.calculate_loss(batch)
         loss.backward()
         clip_grad_norm_(model.parameters(), **config["clip_grad_norm"])

@@ -46,7 +46,7 @@ from benchmarks import speed
 from benchmarks.common import (RESULTS_DIR, build_synthetic_model, format_number, hardware_slug, pick_device,
                                synchronize, synthetic_batch, synthetic_dataset, write_markdown)
 from recbole_llada.decoding.constraints import SIDIndex
-from recbole_llada.devices import bf16_autocast
+from recbole_llada.devices import autocast
 from recbole_llada.model.llada_rec import LLaDARec
 from recbole_llada.training.results import markdown_table, provenance
 
@@ -124,7 +124,7 @@ def profile_llada(setup: speed.SpeedSetup, device: torch.device, dense_mask: boo
 
     def train_step() -> None:
         optimizer.zero_grad(set_to_none=True)
-        with record_function("train: forward + loss"), bf16_autocast(device):
+        with record_function("train: forward + loss"), autocast(device, config["precision"]):
             loss = model.calculate_loss(batch)
         with record_function("train: backward"):
             loss.backward()

@@ -12,8 +12,14 @@ def default_device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
-def bf16_autocast(device: torch.device):
-    """bf16 autocast on CUDA (no loss scaling needed, unlike fp16), full precision elsewhere."""
-    if device.type == "cuda":
+PRECISIONS = ("bf16", "fp32")
+
+
+def autocast(device: torch.device, precision: str = "bf16"):
+    """LLaDARec's ``precision`` on ``device``: bf16 autocast on CUDA (no loss scaling needed, unlike fp16); float32
+    with ``fp32`` (as the official code runs) and on CPU."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+    if device.type == "cuda" and precision == "bf16":
         return torch.autocast("cuda", dtype=torch.bfloat16)
     return contextlib.nullcontext()

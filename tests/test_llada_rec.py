@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import pytest
 import torch
 from recbole.config import Config
 from recbole.data import create_dataset, data_preparation
 from recbole.utils import get_trainer, init_seed
 
+from recbole_llada import devices
 from recbole_llada.model import llada_rec
 from recbole_llada.model.llada_rec import PAD_TOKEN, LLaDARec
 from recbole_llada.training import quick_start
@@ -558,11 +561,21 @@ def test_an_epoch_reports_each_weighted_loss_part(tiny_world):
         assert f"{name} loss: {part:.4f}" in line
 
 
+def test_precision_chooses_bf16_autocast_on_cuda_or_float32():
+    cuda, cpu = torch.device("cuda"), torch.device("cpu")
+    with pytest.warns(UserWarning) if not torch.cuda.is_available() else contextlib.nullcontext():
+        assert isinstance(devices.autocast(cuda, "bf16"), torch.autocast)
+    assert isinstance(devices.autocast(cuda, "fp32"), contextlib.nullcontext)
+    assert isinstance(devices.autocast(cpu, "bf16"), contextlib.nullcontext)
+    with pytest.raises(ValueError, match="precision must be one of"):
+        devices.autocast(cuda, "fp16")
+
+
 def test_every_scoring_mode_and_the_scorer_loss_run_under_bf16_autocast(tiny_world, monkeypatch):
-    """CUDA decodes under bf16 autocast (devices.bf16_autocast); CPU autocast mimics its mixed dtypes here."""
+    """CUDA decodes under bf16 autocast (devices.autocast, precision: bf16); CPU autocast mimics its mixed dtypes."""
     model = new_model(tiny_world, **SCORER)
-    cpu_autocast = lambda device: torch.autocast("cpu", dtype=torch.bfloat16)  # noqa: E731
-    monkeypatch.setattr(llada_rec, "bf16_autocast", cpu_autocast)
+    cpu_autocast = lambda device, precision="bf16": torch.autocast("cpu", dtype=torch.bfloat16)  # noqa: E731
+    monkeypatch.setattr(llada_rec, "autocast", cpu_autocast)
     with cpu_autocast(model.item_sid.device):
         assert torch.isfinite(model.calculate_loss(first_batch(tiny_world[1])))
     model.eval()

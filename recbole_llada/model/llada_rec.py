@@ -54,7 +54,7 @@ from torch import nn
 from recbole_llada.decoding.beam_search import generate_topk, sequence_log_probs
 from recbole_llada.decoding.constraints import SIDIndex
 from recbole_llada.decoding.ranking import ranked_scores, scores_from_generated
-from recbole_llada.devices import bf16_autocast
+from recbole_llada.devices import autocast
 from recbole_llada.model.layers import TransformerEncoder, build_attention_mask, left_align, mitchell_init_
 from recbole_llada.model.masking import mask_history, mask_next_item, weighted_masked_cross_entropy
 
@@ -106,6 +106,7 @@ class LLaDARec(SequentialRecommender):
         if self.item_scorer not in ITEM_SCORERS:
             raise ValueError(f"item_scorer must be one of {ITEM_SCORERS}, got {self.item_scorer!r}")
         check_scoring("valid_scoring", config["valid_scoring"], self.item_scorer)
+        self.precision = config["precision"]
         self.scorer_backbone = config["item_scorer_backbone"]
         if self.scorer_backbone and self.item_scorer == "none":
             raise ValueError("item_scorer_backbone trains an item scorer on a frozen LLaDARec: set item_scorer: sid")
@@ -240,6 +241,10 @@ class LLaDARec(SequentialRecommender):
         for name, parameter in self.named_parameters():
             parameter.requires_grad_(name.startswith("scorer_"))
 
+    def autocast(self):
+        """The configured precision on the model's device (``precision``: bf16 autocast on CUDA, or float32)."""
+        return autocast(self.item_sid.device, self.precision)
+
     def train(self, mode: bool = True):
         """As nn.Module.train; a frozen backbone (adapter) always runs as at inference, without dropout."""
         super().train(mode)
@@ -292,7 +297,7 @@ class LLaDARec(SequentialRecommender):
         """The scorer's cross-entropy over the catalog on the frozen backbone's fully masked target block."""
         with torch.no_grad():
             hidden = self.masked_target_hidden(history)
-        with bf16_autocast(self.item_sid.device):
+        with self.autocast():
             logits = self.item_scorer_logits(hidden)
         loss = F.cross_entropy(logits.float(), next_item)
         self.last_losses = (loss.detach(),)
@@ -326,7 +331,7 @@ class LLaDARec(SequentialRecommender):
         batch_size, n_beams, _ = partial.shape
         target = torch.where(partial >= 0, partial + self.head_offset, self.mask_token)
         tokens = torch.cat([history.unsqueeze(1).expand(-1, n_beams, -1), target], dim=2)
-        with bf16_autocast(self.item_sid.device):
+        with self.autocast():
             hidden = self(tokens.reshape(batch_size * n_beams, -1), n_outputs=self.sid_length)
         return self.head_log_probs(hidden).view(batch_size, n_beams, self.sid_length, self.codebook_size)
 
@@ -335,14 +340,14 @@ class LLaDARec(SequentialRecommender):
 
         Each head's softmax runs over its own K codes only: other heads' tokens are never valid at that position.
         """
-        with bf16_autocast(self.item_sid.device):
+        with self.autocast():
             per_head = self.target_code_logits(target_hidden)
         return F.log_softmax(per_head.float(), dim=-1)
 
     def masked_target_hidden(self, history: torch.Tensor) -> torch.Tensor:
         """History tokens [B, L*M] -> hidden states [B, M, d] of the fully masked target block (one forward)."""
         tokens = torch.cat([history, history.new_full((history.shape[0], self.sid_length), self.mask_token)], dim=1)
-        with bf16_autocast(self.item_sid.device):
+        with self.autocast():
             return self(tokens, n_outputs=self.sid_length)
 
     @staticmethod
@@ -399,7 +404,7 @@ class LLaDARec(SequentialRecommender):
             return ranked_scores(torch.isfinite(joint).float(), joint.nan_to_num(neginf=0.0), marginal)
         if self.scoring == "hybrid":
             return ranked_scores(self.beam_ranks(history), marginal)
-        with bf16_autocast(self.item_sid.device):
+        with self.autocast():
             scorer = self.item_scorer_logits(hidden).float()
         if self.scoring == "scorer":
             return ranked_scores(scorer)

@@ -29,7 +29,7 @@ from recbole.utils import set_color
 from torch.nn.utils import clip_grad_norm_
 from tqdm import tqdm
 
-from recbole_llada.devices import bf16_autocast
+from recbole_llada.devices import autocast
 from recbole_llada.training.resume import ResumableTrainer
 
 
@@ -108,7 +108,7 @@ class LLaDARecTrainer(ResumableTrainer):
             if not self.config["single_spec"]:
                 self.set_reduce_hook()
                 sync_loss = self.sync_grad_loss()
-            with bf16_autocast(self.device):
+            with autocast(self.device, self.config["precision"]):
                 loss = loss_func(interaction)
             (loss + sync_loss).backward()
             if self.clip_grad_norm:
