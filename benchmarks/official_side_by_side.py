@@ -321,6 +321,7 @@ def run_record(summary: Mapping[str, Any], dataset: str, seed: int, arguments: M
         "stopped_by": "epoch cap" if summary["epochs_trained"] >= epochs else "early stopping",
         "n_parameters": summary["n_parameters"], "train_seconds": summary["train_seconds"],
         "test_seconds": summary["test_seconds"], "saved_model_file": summary["checkpoint"],
+        "train_s_per_epoch": "", "valid_s_per_epoch": "",  # its log has them; the summary does not
         "overrides": json.dumps({"official_commit": OFFICIAL_COMMIT, **settings}, sort_keys=True, default=str),
         "config_files": "",  # the official code takes its settings as the overrides above
         "test_result": json.dumps(metrics, sort_keys=True),

@@ -52,7 +52,7 @@ METRIC_TITLES = {"recall@1": "Recall@1", "recall@5": "Recall@5", "recall@10": "R
                  "ndcg@10": "NDCG@10"}
 DEFAULT_MODELS = ("GRU4Rec", "SASRec", "BERT4Rec", "FMLPRec", "LLaDARec")
 RUN_COLUMNS = ("label", "model", "dataset", "seed", *METRICS, "best_valid_score", "epochs", "stopped_by",
-               "n_parameters", "train_seconds", "test_seconds", "saved_model_file", "overrides", "config_files",
+               "n_parameters", "train_seconds", "test_seconds", "train_s_per_epoch", "valid_s_per_epoch", "saved_model_file", "overrides", "config_files",
                "test_result",
                "commit", "hardware", "date", "command")
 
@@ -114,6 +114,8 @@ def run_record(result: RunResult, label: str, overrides: Mapping[str, Any],
         "best_valid_score": result.best_valid_score, "epochs": result.epochs_trained or "",
         "stopped_by": result.stopped_by or "", "n_parameters": result.n_parameters,
         "train_seconds": result.train_seconds, "test_seconds": result.test_seconds,
+        "train_s_per_epoch": "" if result.train_epoch_seconds is None else result.train_epoch_seconds,
+        "valid_s_per_epoch": "" if result.valid_epoch_seconds is None else result.valid_epoch_seconds,
         "saved_model_file": result.saved_model_file or "",
         "overrides": json.dumps(dict(overrides), sort_keys=True, default=str), "config_files": " ".join(config_files),
         "test_result": json.dumps(metrics, sort_keys=True),
@@ -337,6 +339,7 @@ class Experiment:
     seeds: tuple[int, ...]
     overrides: Mapping[str, Any]  # for every run; the file's data_path is one of them
     runs: tuple[LabelledRun, ...]
+    multi_gpu: tuple[str, str] | None = None  # (one-GPU label, multi-GPU label): multi_gpu.py's comparison
 
 
 def load_experiment(path: Path) -> Experiment:
@@ -353,8 +356,13 @@ def load_experiment(path: Path) -> Experiment:
     if len(set(labels)) != len(labels):
         raise ValueError(f"{path}: every run needs its own label")
     data_path = {"data_path": spec["data_path"]} if spec.get("data_path") else {}
+    multi_gpu = None
+    if spec.get("multi_gpu"):
+        multi_gpu = (spec["multi_gpu"]["single"], spec["multi_gpu"]["multi"])
+        if not set(multi_gpu) <= set(labels):
+            raise ValueError(f"{path}: multi_gpu names {sorted(set(multi_gpu) - set(labels))}, not runs of the file")
     return Experiment(dataset=spec["dataset"], seeds=tuple(spec["seeds"]),
-                      overrides={**data_path, **(spec.get("overrides") or {})}, runs=tuple(runs))
+                      overrides={**data_path, **(spec.get("overrides") or {})}, runs=tuple(runs), multi_gpu=multi_gpu)
 
 
 def selected_runs(experiment: Experiment, only: Sequence[str] = ()) -> list[LabelledRun]:
@@ -408,6 +416,17 @@ def run_experiment_on_gpus(experiment_file: Path, experiment: Experiment, gpus: 
         raise RuntimeError(f"the runs on GPU {', '.join(failed)} failed; see their output above")
 
 
+def write_multi_gpu_comparison(experiment: Experiment, results_dir: Path) -> None:
+    """multi_gpu.py's comparison of the experiment's one-GPU and multi-GPU runs, once both have run."""
+    from benchmarks import multi_gpu  # it reads this module's runs files: imported here, not at the top
+
+    single, multi = experiment.multi_gpu
+    try:
+        print(f"written {multi_gpu.compare(experiment.dataset, results_dir, single, multi)}")
+    except LookupError as error:
+        print(f"no multi-GPU comparison yet: {error}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0], allow_abbrev=False,
@@ -455,6 +474,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         seeds = [args.first_seed + i for i in range(args.seeds)]
         md_path, _ = run_quality(models, dataset, seeds, overrides, args.results_dir, config_files, args.label,
                                  args.nproc)
+    if experiment and experiment.multi_gpu:
+        write_multi_gpu_comparison(experiment, args.results_dir)
     print(md_path.read_text())
     print(f"written to {md_path.with_suffix('')}.{{md,csv}}")
     return 0

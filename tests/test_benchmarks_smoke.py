@@ -266,6 +266,9 @@ def test_quality_merges_separate_invocations_into_one_summary(tiny_runs):
     assert float(summary["SASRec"]["ndcg@10_mean"]) == pytest.approx(statistics.fmean(sasrec_ndcg))
     assert float(summary["SASRec"]["ndcg@10_std"]) == pytest.approx(statistics.stdev(sasrec_ndcg))
     assert summary["LLaDARec"]["n_seeds"] == "1" and summary["LLaDARec"]["ndcg@10_std"] == ""
+    llada = runs[-1]  # LLaDARec's trainer times its epochs; the row keeps the medians (multi_gpu.py reads them)
+    assert float(llada["train_s_per_epoch"]) > 0 and float(llada["valid_s_per_epoch"]) > 0
+    assert all(r["train_s_per_epoch"] == "" for r in runs[:2])
     text = (tiny_runs / "tiny.md").read_text()
     assert "| ours | SASRec | 2 |" in text and " ± " in text and "commit" in text
     assert all((r["epochs"], r["stopped_by"]) == ("1", "epoch cap") for r in runs)  # tiny config: epochs 1
@@ -300,6 +303,7 @@ def test_experiment_file_runs_its_labelled_runs_and_writes_their_rows(tmp_path, 
     layered = [json.loads(r["overrides"]) for r in runs[1:]]
     assert all(o["hidden_dropout_prob"] == 0.1 and o["data_path"] == str(tmp_path / "data") for o in layered)
     assert [r["config_files"] for r in runs] == ["", layers_file, layers_file]
+    assert all(r["train_s_per_epoch"] == "" for r in runs)  # RecBole's own trainer: no epoch times recorded
     assert int(runs[1]["n_parameters"]) > int(runs[0]["n_parameters"])  # the config file's third layer
     text = (results / "tiny.md").read_text()
     assert "| ours | SASRec (3 layers) | 2 |" in text and "three_layers.yaml" in text and "GRU4Rec" not in text
@@ -460,8 +464,32 @@ def test_multi_gpu_reads_epoch_times_and_skips_the_budget_placeholder():
         "28 Nov 18:58    INFO  epoch 2 evaluating [time: 0.00s, valid_score: -inf]",
     ])
     assert multi_gpu.epoch_times(log) == {"training": [6.46, 6.40], "evaluating": [5.56]}
-    assert multi_gpu.median_ratio([6.0, 8.0], [3.5]) == pytest.approx(2.0)
-    assert multi_gpu.median_ratio([], [1.0]) is None
+    assert multi_gpu.ratio(7.0, 3.5) == pytest.approx(2.0)
+    assert multi_gpu.ratio(None, 1.0) is None
+
+
+def test_an_experiment_with_multi_gpu_writes_the_comparison_from_the_recorded_epoch_times(tmp_path, capsys):
+    from benchmarks import quality
+
+    rows = [{key: "" for key in quality.RUN_COLUMNS} | {m: "0.01" for m in quality.METRICS} | {
+        "label": label, "seed": str(seed), "hardware": "h", "train_seconds": "1", "test_seconds": "1", "epochs": "3",
+        "train_s_per_epoch": str(seconds), "valid_s_per_epoch": str(seconds / 2)}
+        for label, seed, seconds in (("one", 1, 12.0), ("one", 2, 11.0), ("two", 1, 6.0))]
+    experiment_file = tmp_path / "x.yaml"
+    experiment_file.write_text(yaml.safe_dump({
+        "dataset": "tiny", "seeds": [1], "multi_gpu": {"single": "one", "multi": "two"},
+        "runs": [{"label": "one", "model": "SASRec"}, {"label": "two", "model": "SASRec", "nproc": 2}]}))
+    experiment = quality.load_experiment(experiment_file)
+    quality.write_multi_gpu_comparison(experiment, tmp_path)  # no runs yet: says so, writes nothing
+    assert "no multi-GPU comparison yet" in capsys.readouterr().out
+    assert not (tmp_path / "multi_gpu_tiny.md").exists()
+    for row in rows:
+        quality.append_run(quality.runs_path(tmp_path, "tiny"), row)
+    quality.write_multi_gpu_comparison(experiment, tmp_path)
+    assert "training 2x, validation 2x" in (tmp_path / "multi_gpu_tiny.md").read_text()  # seed 1: 12 s against 6 s
+    experiment_file.write_text(experiment_file.read_text().replace("multi: two", "multi: three"))
+    with pytest.raises(ValueError, match="multi_gpu names"):
+        quality.load_experiment(experiment_file)
 
 
 def test_multi_gpu_compares_against_the_seed_spread_and_times_the_named_run(tmp_path):

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import os
+import statistics
 import time
 from dataclasses import dataclass
 from logging import getLogger
@@ -32,6 +33,7 @@ from recbole_llada.errors import UserInputError
 from recbole_llada.model.names import check_model_name
 from recbole_llada.registry import PLUGIN_MODELS
 from recbole_llada.training.results import ComparisonRow, write_comparison
+from recbole_llada.training.trainer import LLaDARecTrainer
 from recbole_llada.training.resume import resumable
 from recbole_llada.training.resume import resume as resume_from
 
@@ -152,6 +154,9 @@ class RunResult:
     test_result: dict[str, float]
     saved_model_file: str | None = None
     epochs_trained: int | None = None
+    # Median seconds per epoch of training and of validation (LLaDARec's trainer measures them; None elsewhere).
+    train_epoch_seconds: float | None = None
+    valid_epoch_seconds: float | None = None
     stopped_by: str | None = None  # "early stopping" | "epoch cap" | "time budget"
 
     def as_row(self) -> ComparisonRow:
@@ -285,8 +290,16 @@ def run(model: str, dataset: str, config_files: Sequence[str] = (),
         test_result=dict(test_result),
         saved_model_file=trainer.saved_model_file if saved else None,
         epochs_trained=epochs_trained,
+        **median_epoch_seconds(trainer),
         stopped_by=stopped_by,
     )
+
+
+def median_epoch_seconds(trainer) -> dict[str, float | None]:
+    """RunResult's per-epoch medians from LLaDARecTrainer's epoch timings (None for RecBole's trainers)."""
+    timed = trainer.epoch_seconds if isinstance(trainer, LLaDARecTrainer) else {}
+    return {f"{field}_epoch_seconds": statistics.median(timed[phase]) if timed.get(phase) else None
+            for field, phase in (("train", "training"), ("valid", "evaluating"))}
 
 
 def compare(models: Sequence[str], dataset: str, config_files: Sequence[str] = (),

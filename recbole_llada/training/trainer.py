@@ -50,6 +50,8 @@ class LLaDARecTrainer(ResumableTrainer):
         self._first_epoch_start: float | None = None
         self.budget_stop_epoch: int | None = None  # epochs trained when the budget ended training
         self.epoch_loss_parts: tuple[float, ...] | None = None  # the model's loss parts, summed over the last epoch
+        # Wall seconds of every epoch trained and every validation run (benchmarks compare runs by their medians).
+        self.epoch_seconds: dict[str, list[float]] = {"training": [], "evaluating": []}
 
     @property
     def _budget_spent(self) -> bool:
@@ -92,6 +94,7 @@ class LLaDARecTrainer(ResumableTrainer):
             self.logger.info(f"train_time_budget of {self.train_time_budget} s spent: stopping after "
                              f"{epoch_idx} epochs")
             return 0.0
+        start = time.perf_counter()
         self.model.train()
         self._ensure_scheduler(len(train_data))
         loss_func = loss_func or self.model.calculate_loss
@@ -122,6 +125,7 @@ class LLaDARecTrainer(ResumableTrainer):
         total_loss = total_loss.item()
         self.epoch_loss_parts = tuple(loss_parts.tolist())
         self._check_nan(torch.tensor(total_loss))
+        self.epoch_seconds["training"].append(time.perf_counter() - start)
         return total_loss
 
     def _generate_train_loss_output(self, epoch_idx, s_time, e_time, losses):
@@ -159,5 +163,8 @@ class LLaDARecTrainer(ResumableTrainer):
             # keeps RecBole's "best eval result in epoch" message right.
             self.stopping_step = self.cur_step
             return -math.inf, {}
+        start = time.perf_counter()
         with self.model.decoding(scoring=self.config["valid_scoring"], num_beams=self.config["valid_num_beams"]):
-            return super()._valid_epoch(valid_data, show_progress=show_progress)
+            result = super()._valid_epoch(valid_data, show_progress=show_progress)
+        self.epoch_seconds["evaluating"].append(time.perf_counter() - start)
+        return result
