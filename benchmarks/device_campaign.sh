@@ -13,7 +13,8 @@
 #     LLaDA-Rec code, if carried in .carry/official, is $OFFICIAL;
 #   - starts benchmarks/gpu_queue.sh for queue i on GPU i with setsid. Poll with: pgrep -f "[g]pu_queue.sh".
 # collect: packs WORK's results, logs and SID cache into OUT/results.tgz and OUT/sid_cache.tgz (the device tool
-#   brings back at most 8 files of 16 MiB); checkpoints stay on the machine.
+#   brings back at most 8 files of 16 MiB each: a larger cache comes as sid_cache.tgz.part00, part01, ...);
+#   checkpoints stay on the machine.
 set -euo pipefail
 action=${1:?usage: device_campaign.sh start WORK QUEUE... | collect WORK OUT}
 WORK=${2:?WORK folder}
@@ -40,7 +41,13 @@ case "$action" in
     OUT=${1:?OUT folder}
     cd "$WORK"
     tar czf "$OUT/results.tgz" --exclude="*.pth" $(ls -d results-* logs official/*.log official/*.json 2>/dev/null)
-    [ -d sid_cache ] && tar czf "$OUT/sid_cache.tgz" sid_cache
+    if [ -d sid_cache ]; then
+      tar czf "$OUT/sid_cache.tgz" sid_cache
+      # The device tool brings back files of at most 16 MiB: a larger cache is split into parts (cat them to join).
+      if [ "$(stat -c %s "$OUT/sid_cache.tgz")" -gt $((15 * 1024 * 1024)) ]; then
+        split -b 15M -d "$OUT/sid_cache.tgz" "$OUT/sid_cache.tgz.part" && rm "$OUT/sid_cache.tgz"
+      fi
+    fi
     ls -la "$OUT"
     ;;
   *) echo "unknown action $action" >&2; exit 2 ;;
