@@ -373,15 +373,45 @@ def selected_runs(experiment: Experiment, only: Sequence[str] = ()) -> list[Labe
     return [r for r in experiment.runs if not only or r.label in only]
 
 
+CHECKPOINT_OF = "checkpoint of "
+
+
+def checkpoint_references(overrides: Mapping[str, Any]) -> dict[str, str]:
+    """Override keys whose value names another run's checkpoint ("checkpoint of LABEL") -> that label."""
+    return {key: value[len(CHECKPOINT_OF):] for key, value in overrides.items()
+            if isinstance(value, str) and value.startswith(CHECKPOINT_OF)}
+
+
+def resolve_checkpoints(overrides: Mapping[str, Any], dataset: str, results_dir: Path, seed: int) -> dict[str, Any]:
+    """``overrides`` with each "checkpoint of LABEL" replaced by the checkpoint of LABEL's latest run of ``seed``
+    (e.g. an item-scorer adapter trained on a backbone run of the same experiment)."""
+    runs = {(row["label"], row["seed"]): row for row in latest_per_seed(read_runs(runs_path(results_dir, dataset)))}
+    resolved = dict(overrides)
+    for key, label in checkpoint_references(overrides).items():
+        row = runs.get((label, str(seed)))
+        if row is None or not row["saved_model_file"] or not Path(row["saved_model_file"]).is_file():
+            raise LookupError(f"{key} needs the checkpoint of {label!r} for seed {seed}: run that label first")
+        resolved[key] = row["saved_model_file"]
+    return resolved
+
+
 def run_experiment(experiment: Experiment, overrides: Mapping[str, Any], results_dir: Path,
                    only: Sequence[str] = ()) -> tuple[Path, Path]:
     """Every labelled run (or those in ``only``) for each of its seeds, one after another. Overrides from the
-    command line win over the run's, which win over the experiment's."""
+    command line win over the run's, which win over the experiment's; a "checkpoint of LABEL" value is that run's
+    checkpoint of the same seed."""
     summary = None
     for labelled in selected_runs(experiment, only):
-        summary = run_quality([labelled.model], experiment.dataset, labelled.seeds or experiment.seeds,
-                              {**experiment.overrides, **labelled.overrides, **overrides}, results_dir,
-                              labelled.config_files, labelled.label, labelled.nproc)
+        merged = {**experiment.overrides, **labelled.overrides, **overrides}
+        seeds = labelled.seeds or experiment.seeds
+        if checkpoint_references(merged):  # one seed at a time: each takes the checkpoint of its own seed
+            for seed in seeds:
+                summary = run_quality([labelled.model], experiment.dataset, [seed],
+                                      resolve_checkpoints(merged, experiment.dataset, results_dir, seed), results_dir,
+                                      labelled.config_files, labelled.label, labelled.nproc)
+        else:
+            summary = run_quality([labelled.model], experiment.dataset, seeds, merged, results_dir,
+                                  labelled.config_files, labelled.label, labelled.nproc)
     return summary if summary is not None else write_summary(experiment.dataset, results_dir)
 
 
@@ -407,13 +437,18 @@ def run_experiment_on_gpus(experiment_file: Path, experiment: Experiment, gpus: 
                 f"--results_dir={results_dir}", *(f"--only={label}" for label in labels), *override_args,
                 f"--gpu_id={gpu_ids}", f"--checkpoint_dir={checkpoint_root}/gpu{gpu_ids.replace(',', '-')}"]
 
-    multi, per_gpu = gpu_assignment(selected_runs(experiment, only), gpus)
+    runs = selected_runs(experiment, only)
+    # Runs trained on another run's checkpoint wait until every other run is done, then go to the first GPU.
+    dependent = [r.label for r in runs if checkpoint_references({**experiment.overrides, **r.overrides})]
+    multi, per_gpu = gpu_assignment([r for r in runs if r.label not in dependent], gpus)
     for gpu_ids, label in multi:
         subprocess.run(command(gpu_ids, [label]), check=True)
     processes = [subprocess.Popen(command(gpu, labels)) for gpu, labels in per_gpu.items()]
     failed = [gpu for gpu, process in zip(per_gpu, processes) if process.wait() != 0]
     if failed:
         raise RuntimeError(f"the runs on GPU {', '.join(failed)} failed; see their output above")
+    if dependent:
+        subprocess.run(command(gpus[0], dependent), check=True)
 
 
 def write_multi_gpu_comparison(experiment: Experiment, results_dir: Path) -> None:

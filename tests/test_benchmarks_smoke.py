@@ -326,7 +326,8 @@ def test_gpu_assignment_deals_runs_round_robin_after_the_multi_gpu_runs():
 
 def test_experiment_on_gpus_starts_one_process_per_gpu_with_its_runs(tmp_path, monkeypatch):
     experiment = quality.Experiment("tiny", (1,), {}, tuple(
-        quality.LabelledRun(label, "SASRec", nproc=nproc) for label, nproc in [("a", 1), ("ddp", 2), ("b", 1)]))
+        quality.LabelledRun(label, "SASRec", nproc=nproc) for label, nproc in [("a", 1), ("ddp", 2), ("b", 1)])
+        + (quality.LabelledRun("on a", "LLaDARec", overrides={"item_scorer_backbone": "checkpoint of a"}),))
     started = []
 
     class RecordedProcess:
@@ -342,9 +343,28 @@ def test_experiment_on_gpus_starts_one_process_per_gpu_with_its_runs(tmp_path, m
     options = [{arg.split("=", 1)[0]: arg.split("=", 1)[1] for arg in command[2:] if not arg.startswith("--only")}
                | {"only": [arg.split("=", 1)[1] for arg in command if arg.startswith("--only=")]}
                for command in started]
-    assert [(o["--gpu_id"], o["only"]) for o in options] == [("0,1", ["ddp"]), ("0", ["a"]), ("1", ["b"])]
-    assert [o["--checkpoint_dir"] for o in options] == ["saved/gpu0-1", "saved/gpu0", "saved/gpu1"]
+    # The run trained on another run's checkpoint comes last, once the others are done.
+    assert [(o["--gpu_id"], o["only"]) for o in options] == [("0,1", ["ddp"]), ("0", ["a"]), ("1", ["b"]),
+                                                            ("0", ["on a"])]
+    assert [o["--checkpoint_dir"] for o in options] == ["saved/gpu0-1", "saved/gpu0", "saved/gpu1", "saved/gpu0"]
     assert all(o["--epochs"] == "1" and o["--experiment"] == str(tmp_path / "x.yaml") for o in options)
+
+
+def test_a_checkpoint_of_another_run_resolves_per_seed(tmp_path):
+    runs = quality.runs_path(tmp_path, "tiny")
+    for seed in (1, 2):
+        checkpoint = tmp_path / f"backbone-seed{seed}.pth"
+        checkpoint.write_bytes(b"")
+        quality.append_run(runs, {key: "" for key in quality.RUN_COLUMNS} | {
+            "label": "backbone", "seed": str(seed), "saved_model_file": str(checkpoint)})
+    overrides = {"item_scorer": "sid", "item_scorer_backbone": "checkpoint of backbone"}
+    assert quality.checkpoint_references(overrides) == {"item_scorer_backbone": "backbone"}
+    for seed in (1, 2):
+        resolved = quality.resolve_checkpoints(overrides, "tiny", tmp_path, seed)
+        assert resolved == {"item_scorer": "sid", "item_scorer_backbone": str(tmp_path / f"backbone-seed{seed}.pth")}
+    with pytest.raises(LookupError, match="seed 3: run that label first"):
+        quality.resolve_checkpoints(overrides, "tiny", tmp_path, 3)
+    assert quality.resolve_checkpoints({"epochs": 1}, "tiny", tmp_path, 3) == {"epochs": 1}
 
 
 def test_the_result_experiments_name_existing_config_files():
