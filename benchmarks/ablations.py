@@ -267,11 +267,10 @@ def run_trained_study(study: Study, dataset: str, seeds: Sequence[int], override
             missing = unknown_keys(variant, set(base))
             if (variant.name, seed) in finished(read_rows(path), settings):
                 continue
-            same = None if missing else same_run_in_another_study(study, variant, seed, settings, base,
-                                                                  results_dir, dataset)
             if missing:
                 append_row(path, skipped_row(variant, seed, settings, f"this code has no key {', '.join(missing)}"))
-            elif same is not None:
+            elif (same := same_run_in_another_study(study, variant, seed, settings, base, results_dir,
+                                                    dataset)) is not None:
                 append_row(path, reused_row(variant, *same))
             else:
                 checkpoint, result = train(dataset, config_files, {**overrides, **variant.overrides}, seed,

@@ -8,8 +8,8 @@ an experiment file, or ``quality.py --nproc=N``) and must share their seed. Medi
 rows (quality.py records LLaDARec's), or from the runs' RecBole logs given as ``--single_log`` / ``--multi_log``
 (``epoch N training [time: X s`` / ``evaluating [time: X s``). The one-GPU times may belong to another run of the
 same model, data and batch size (``--single_log_label``): one that ran alone on its GPU when the metric twin did
-not, say. An experiment file with a ``multi_gpu: {single: LABEL, multi: LABEL}`` entry has ``quality.py --experiment`` write this
-comparison after its runs. Writes ``multi_gpu_<dataset>.{md,csv}``: the metrics side by side with their
+not, say. An experiment file with a ``multi_gpu: {single: LABEL, multi: LABEL}`` entry has
+``quality.py --experiment`` write this comparison after its runs. Writes ``multi_gpu_<dataset>.{md,csv}``: the metrics side by side with their
 difference and the one-GPU seed spread, and the median epoch times with the speed-up they imply.
 """
 
@@ -120,8 +120,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--results_dir", type=Path, default=Path("benchmarks/results"))
     parser.add_argument("--single", required=True, help="label of the one-GPU run")
     parser.add_argument("--multi", required=True, help="label of the multi-GPU run")
-    parser.add_argument("--single_log", type=Path, default=None, help="its RecBole log [the one its row records]")
-    parser.add_argument("--multi_log", type=Path, default=None, help="its RecBole log [the one its row records]")
+    parser.add_argument("--single_log", type=Path, default=None, help="its RecBole log [the epoch times its row records]")
+    parser.add_argument("--multi_log", type=Path, default=None, help="its RecBole log [the epoch times its row records]")
     parser.add_argument("--single_log_label", default=None,
                         help="label of the one-GPU run that --single_log belongs to [--single]")
     parser.add_argument("--note", default="", help="free text for the notes (e.g. what else ran on the machine)")

@@ -52,9 +52,8 @@ METRIC_TITLES = {"recall@1": "Recall@1", "recall@5": "Recall@5", "recall@10": "R
                  "ndcg@10": "NDCG@10"}
 DEFAULT_MODELS = ("GRU4Rec", "SASRec", "BERT4Rec", "FMLPRec", "LLaDARec")
 RUN_COLUMNS = ("label", "model", "dataset", "seed", *METRICS, "best_valid_score", "epochs", "stopped_by",
-               "n_parameters", "train_seconds", "test_seconds", "train_s_per_epoch", "valid_s_per_epoch", "saved_model_file", "overrides", "config_files",
-               "test_result",
-               "commit", "hardware", "date", "command")
+               "n_parameters", "train_seconds", "test_seconds", "train_s_per_epoch", "valid_s_per_epoch",
+               "saved_model_file", "overrides", "config_files", "test_result", "commit", "hardware", "date", "command")
 
 
 @dataclass(frozen=True)

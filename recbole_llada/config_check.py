@@ -24,9 +24,9 @@ import yaml
 
 from recbole_llada import resources
 from recbole_llada.decoding.beam_search import DECODING_ORDERS
+from recbole_llada.devices import PRECISIONS
 from recbole_llada.errors import UserInputError
 from recbole_llada.model.layers import ATTENTION_KINDS
-from recbole_llada.devices import PRECISIONS
 from recbole_llada.model.llada_rec import INIT_SCHEMES, ITEM_SCORERS, SCORING_MODES
 
 COMMAND_LINE = "--key=value overrides"

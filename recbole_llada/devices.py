@@ -15,7 +15,7 @@ def default_device() -> str:
 PRECISIONS = ("bf16", "fp32")
 
 
-def autocast(device: torch.device, precision: str = "bf16"):
+def autocast(device: torch.device, precision: str):
     """LLaDARec's ``precision`` on ``device``: bf16 autocast on CUDA (no loss scaling needed, unlike fp16); float32
     with ``fp32`` (as the official code runs) and on CPU."""
     if precision not in PRECISIONS:
