@@ -1,4 +1,5 @@
-"""Attention masks against brute-force double loops; the encoder never reads padding."""
+"""Attention masks against brute-force double loops; the encoder never reads padding; RMSNorm against LLaDA's
+formula."""
 
 import pytest
 import torch
@@ -184,3 +185,69 @@ def test_encoder_computes_only_the_last_positions_exactly(kind):
     assert results[1][0].shape == (3, N_DIGITS, 8)
     for last_only, full in zip(*results):
         assert torch.allclose(last_only, full, atol=1e-5)
+
+
+def _llada_rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
+    """LLaDA's RMSNorm written out: float32 normalisation, cast back to x's dtype, then the weight."""
+    x_float = x.float()
+    normed = x_float * torch.rsqrt(x_float.pow(2).mean(dim=-1, keepdim=True) + eps)
+    return weight * normed.to(x.dtype)
+
+
+def _rms_norm_and_input(d_model: int, scale: float, dtype: torch.dtype, device: str) -> tuple[RMSNorm, torch.Tensor]:
+    norm = RMSNorm(d_model).to(device)
+    with torch.no_grad():
+        norm.weight.normal_()
+    return norm, (scale * torch.randn(6, 21, d_model, device=device)).to(dtype)
+
+
+DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA"))]
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("d_model", [8, 100, 256])
+@pytest.mark.parametrize("scale", [1e-4, 1.0, 50.0])
+def test_rms_norm_is_lladas_formula_in_float32(device, d_model, scale):
+    """Bit for bit on CPU, forward and gradients (training and decoding results must not move); CUDA's fused kernels
+    reduce in their own order, so there they agree to float32 rounding, relative to each tensor's scale."""
+    torch.manual_seed(0)
+    norm, x = _rms_norm_and_input(d_model, scale, torch.float32, device)
+    outputs, gradients = [], []
+    for function in (norm, lambda leaf: _llada_rms_norm(leaf, norm.weight, norm.eps)):
+        leaf = x.clone().requires_grad_()
+        out = function(leaf)
+        outputs.append(out)
+        gradients.append(torch.autograd.grad(out.square().sum(), (leaf, norm.weight)))
+    assert outputs[0].dtype == torch.float32
+    for ours, lladas in zip([outputs[0], *gradients[0]], [outputs[1], *gradients[1]]):
+        if device == "cpu":
+            assert torch.equal(ours, lladas)
+        else:
+            torch.testing.assert_close(ours, lladas, rtol=1e-5, atol=1e-5 * lladas.abs().max().item())
+
+
+@pytest.mark.filterwarnings("ignore:Mismatch dtype between input and weight")  # torch: no fused kernel for it
+@pytest.mark.parametrize("d_model", [8, 100, 256])
+@pytest.mark.parametrize("scale", [1e-4, 1.0, 50.0])
+def test_rms_norm_of_bf16_is_the_exact_value_rounded_once(d_model, scale):
+    """A bf16 input is normalised in float32 and rounded to bf16 once, after the weight: within one bf16 rounding
+    (2^-8 relative) of the exact value. LLaDA's order (round, then the float32 weight) is as close, from the other
+    side, so the two stay within two roundings of each other."""
+    torch.manual_seed(0)
+    norm, x = _rms_norm_and_input(d_model, scale, torch.bfloat16, "cpu")
+    with torch.no_grad():
+        ours = norm(x)
+        exact = _llada_rms_norm(x.double(), norm.weight.double(), norm.eps)
+        lladas = _llada_rms_norm(x, norm.weight, norm.eps)
+    assert ours.dtype == torch.bfloat16
+    one_rounding = 2 ** -8 + 1e-6  # bf16's unit roundoff, plus float32's error in computing the value
+    torch.testing.assert_close(ours.double(), exact, rtol=one_rounding, atol=0)
+    torch.testing.assert_close(lladas.double(), exact, rtol=one_rounding, atol=0)
+
+
+def test_rms_norm_keeps_its_state_dict():
+    """Checkpoints of the hand-written RMSNorm load unchanged."""
+    norm = RMSNorm(8, eps=1e-6)
+    assert list(norm.state_dict()) == ["weight"]
+    assert norm.eps == 1e-6
+

@@ -82,7 +82,14 @@ def build_attention_mask(kind: str, valid: torch.Tensor, sid_length: int,
 
 
 class RMSNorm(nn.Module):
-    """x / rms(x) * weight, computed in float32 as LLaDA does, then cast back."""
+    """x * rsqrt(mean(x^2) + eps) * weight, computed in float32 as LLaDA does.
+
+    torch's rms_norm: one fused kernel on CUDA instead of separate full passes for the square, the mean and the
+    two multiplies. For a float32 x (the residual stream always is, also under bf16 autocast) it is LLaDA's formula:
+    on CPU torch runs the same operations in the same order (bit-identical, tests/test_layers.py); on CUDA the fused
+    kernel reduces in its own order, so the two agree to float32 rounding. For a bf16 x it rounds to bf16 once,
+    after the weight multiply, where LLaDA rounds before it and returns float32: one bf16 rounding apart.
+    """
 
     def __init__(self, d_model: int, eps: float = 1e-5):
         super().__init__()
@@ -90,9 +97,7 @@ class RMSNorm(nn.Module):
         self.weight = nn.Parameter(torch.ones(d_model))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x_float = x.float()
-        normed = x_float * torch.rsqrt(x_float.pow(2).mean(dim=-1, keepdim=True) + self.eps)
-        return self.weight * normed.to(x.dtype)
+        return F.rms_norm(x, self.weight.shape, self.weight, self.eps)
 
 
 class SwiGLU(nn.Module):
