@@ -1,11 +1,11 @@
 """Attention masks against brute-force double loops; the encoder never reads padding; RMSNorm against LLaDA's
-formula."""
+formula; autocast's shared cast against per-layer casts."""
 
 import pytest
 import torch
 
 from recbole_llada.model.layers import (ATTENTION_KINDS, RMSNorm, SwiGLU, TransformerEncoder,
-                                        build_attention_mask)
+                                        build_attention_mask, cast_once_for_autocast)
 
 N_DIGITS = 3
 
@@ -251,3 +251,25 @@ def test_rms_norm_keeps_its_state_dict():
     assert list(norm.state_dict()) == ["weight"]
     assert norm.eps == 1e-6
 
+
+def test_cast_once_for_autocast_casts_only_inputs_without_gradients_under_autocast():
+    x = torch.randn(2, 3)
+    assert cast_once_for_autocast(x) is x
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert torch.equal(cast_once_for_autocast(x), x.to(torch.bfloat16))
+        leaf = x.clone().requires_grad_()
+        assert cast_once_for_autocast(leaf) is leaf
+
+
+@pytest.mark.parametrize("n_outputs", [None, N_DIGITS])
+def test_encoder_under_autocast_gives_the_same_values_with_one_shared_cast(n_outputs):
+    """Without gradients each norm's output is cast once for all the Linear layers that read it; with gradients
+    (per-layer casts, as autocast does) the encoder computes exactly the same values."""
+    encoder = _encoder().eval()
+    mask = build_attention_mask("bidirectional", _left_padded_valid(), N_DIGITS)
+    x = torch.randn(3, 12, 8)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        with torch.no_grad():
+            shared_casts = encoder(x, mask, n_outputs)
+        per_layer_casts = encoder(x.clone().requires_grad_(), mask, n_outputs)
+    assert torch.equal(shared_casts, per_layer_casts.detach())

@@ -100,6 +100,20 @@ class RMSNorm(nn.Module):
         return F.rms_norm(x, self.weight.shape, self.weight, self.eps)
 
 
+def cast_once_for_autocast(x: torch.Tensor) -> torch.Tensor:
+    """x in autocast's dtype when autocast is on and x needs no gradient; otherwise x itself.
+
+    For an input that several Linear layers read (q, k and v; SwiGLU's gate and up): autocast casts a float32
+    input inside every one of them, a full pass over the tensor each time; cast here, once, the layers receive it
+    in their dtype already and compute on the same values. A tensor that needs gradients keeps autocast's
+    per-layer casts: their backward sums the layers' gradients in float32, one shared cast would sum them in bf16.
+    """
+    device_type = x.device.type
+    if x.requires_grad or not torch.is_autocast_enabled(device_type):
+        return x
+    return x.to(torch.get_autocast_dtype(device_type))
+
+
 class SwiGLU(nn.Module):
     """down(silu(gate(x)) * up(x)); LLaDA's llama block uses hidden = mlp_ratio * d_model
     (no 2/3 shrink), i.e. its ff_proj/up_proj/ff_out are gate/up/down here."""
@@ -164,7 +178,7 @@ class TransformerBlock(nn.Module):
         n_queries: compute only the last n_queries positions (all N keys still attended); returns
         [B, n_queries, d_model]. None = every position.
         """
-        normed = self.attn_norm(x)
+        normed = cast_once_for_autocast(self.attn_norm(x))
         if n_queries is not None:
             x = x[:, -n_queries:]
             attn_mask = attn_mask[..., -n_queries:, :]  # a key-padding mask's single row stays
@@ -177,7 +191,7 @@ class TransformerBlock(nn.Module):
         )
         attended = attended.transpose(1, 2).reshape(x.shape)
         x = x + self.residual_dropout(self.attn_out(attended))
-        return x + self.residual_dropout(self.ffn(self.ff_norm(x)))
+        return x + self.residual_dropout(self.ffn(cast_once_for_autocast(self.ff_norm(x))))
 
 
 class TransformerEncoder(nn.Module):
