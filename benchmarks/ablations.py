@@ -1,7 +1,7 @@
 """The paper's analyses (arXiv 2511.06254: Table 4, Figs. 3-6) as one command each, next to the paper's direction.
 
     python benchmarks/ablations.py --study=STUDY --dataset=DATASET [--seeds=N] [--first_seed=S]
-        [--checkpoints=a.pth,b.pth] [--results_dir=DIR] [--config_files="a.yaml b.yaml"] [--studies_file=YAML]
+        [--checkpoints=a.pth,b.pth [--checkpoints_label=TEXT]] [--results_dir=DIR] [--config_files="a.yaml b.yaml"] [--studies_file=YAML]
         [--summary_only] [--key=value ...]
 
 STUDY is one of benchmarks/experiments/ablations.yaml, where every study's variants (their config overrides) and the
@@ -11,7 +11,10 @@ paper's direction for each row are data:
 - decode studies (``decoding``, ``order``, ``steps``): one checkpoint per seed, trained here with the user's
   overrides or given by ``--checkpoints``; each variant rebuilds the model from the checkpoint's config, the user's
   overrides and its own, loads the checkpoint's weights and SID table, and evaluates the test split with RecBole's
-  evaluator, timed between device syncs (``tradeoff.timed_test_evaluation``).
+  evaluator, timed between device syncs (``tradeoff.timed_test_evaluation``). ``--checkpoints_label`` says what the
+  given checkpoints are (e.g. the training run's label): rows of the same settings and label form one table, also
+  across commands (one per seed), and a seed decoded before from another checkpoint of the same settings is refused
+  rather than replaced.
 
 Writes ``<results_dir>/ablation_<study>_<dataset>.csv`` (one row per variant and seed, appended as each finishes;
 a rerun with the same settings skips what the file already holds), ``.md`` (mean ± std over seeds, the paper's
@@ -161,9 +164,11 @@ def overrides_text(overrides: Mapping[str, Any]) -> str:
     return json.dumps(dict(overrides), sort_keys=True, default=str)
 
 
-def settings_text(overrides: Mapping[str, Any], config_files: Sequence[str] = ()) -> str:
-    """The user's overrides and config files as the rows record them: rows of equal settings are one experiment."""
-    return overrides_text({**overrides, **({"config_files": list(config_files)} if config_files else {})})
+def settings_text(overrides: Mapping[str, Any], config_files: Sequence[str] = (), checkpoints_label: str = "") -> str:
+    """The user's overrides, config files and checkpoints label as the rows record them: rows of equal settings are
+    one experiment."""
+    return overrides_text({**overrides, **({"config_files": list(config_files)} if config_files else {}),
+                           **({"checkpoints_label": checkpoints_label} if checkpoints_label else {})})
 
 
 def finished(rows: Sequence[Mapping[str, str]], settings: str) -> dict[tuple[str, int], Mapping[str, str]]:
@@ -332,10 +337,11 @@ def decode_variants(study: Study, loaded: tradeoff.LoadedCheckpoint, checkpoint:
 
 def run_decode_study(study: Study, dataset: str, seeds: Sequence[int], overrides: Mapping[str, Any],
                      results_dir: Path, config_files: Sequence[str], checkpoints: Sequence[Path] = (),
-                     only: Collection[str] = ()) -> None:
+                     only: Collection[str] = (), checkpoints_label: str = "") -> None:
     """Decode every variant on one checkpoint per seed: ``checkpoints`` if given, else one trained here per seed (a
     rerun reuses the checkpoint that the seed's earlier rows name, if the file is still there)."""
-    path, settings = rows_path(results_dir, study.name, dataset), settings_text(overrides, config_files)
+    path = rows_path(results_dir, study.name, dataset)
+    settings = settings_text(overrides, config_files, checkpoints_label)
     known = known_keys(dataset, config_files, overrides)
     data_path, device = overrides.get("data_path"), overrides.get("device")
     if checkpoints:
@@ -343,6 +349,14 @@ def run_decode_study(study: Study, dataset: str, seeds: Sequence[int], overrides
             loaded = tradeoff.load_checkpoint(checkpoint, data_path, device)
             if loaded.config["dataset"] != dataset:
                 raise ValueError(f"{checkpoint} is a {loaded.config['dataset']} checkpoint, not {dataset}")
+            seed = loaded.config["seed"]
+            others = sorted({row["checkpoint"] for (_, row_seed), row in finished(read_rows(path), settings).items()
+                             if row_seed == seed and row["checkpoint"] != str(checkpoint)})
+            if others:
+                # Same settings and seed, another model: its rows would silently replace the earlier ones.
+                raise ValueError(f"{path.name} already holds seed {seed} of these settings decoded from {others[0]}, "
+                                 f"not {checkpoint}: say what these checkpoints are with --checkpoints_label=TEXT "
+                                 "(e.g. their training run's label), so that each set keeps a table of its own")
             decode_variants(study, loaded, str(checkpoint), settings, overrides, known, path, dataset, results_dir,
                             only)
         return
@@ -359,7 +373,7 @@ def run_decode_study(study: Study, dataset: str, seeds: Sequence[int], overrides
 
 def run_study(study: Study, dataset: str, seeds: Sequence[int], overrides: Mapping[str, Any], results_dir: Path,
               config_files: Sequence[str] = (), checkpoints: Sequence[Path] = (),
-              variants: Sequence[str] = ()) -> Path:
+              variants: Sequence[str] = (), checkpoints_label: str = "") -> Path:
     """Run what the rows file does not hold yet (of ``variants`` only, when named), and return the report's .md
     path; the report covers every variant of the study."""
     if "seed" in overrides:
@@ -369,11 +383,12 @@ def run_study(study: Study, dataset: str, seeds: Sequence[int], overrides: Mappi
         raise ValueError(f"study {study.name!r} has no variant {', '.join(unknown)}; its variants are "
                          f"{', '.join(v.name for v in study.variants)}")
     if study.kind == "trained":
-        if checkpoints:
+        if checkpoints or checkpoints_label:
             raise ValueError(f"study {study.name!r} trains its variants; --checkpoints is for decode studies")
         run_trained_study(study, dataset, seeds, overrides, results_dir, config_files, variants)
     else:
-        run_decode_study(study, dataset, seeds, overrides, results_dir, config_files, checkpoints, variants)
+        run_decode_study(study, dataset, seeds, overrides, results_dir, config_files, checkpoints, variants,
+                         checkpoints_label)
     return write_report(study, dataset, results_dir)
 
 
@@ -585,6 +600,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--first_seed", type=int, default=2024, help="seeds are first_seed, first_seed + 1, ...")
     parser.add_argument("--checkpoints", default="",
                         help="decode studies: comma separated LLaDARec .pth files, one per seed, instead of training")
+    parser.add_argument("--checkpoints_label", default="",
+                        help="with --checkpoints: what they are (e.g. their training run's label); rows of the same "
+                             "settings and label form one table")
     parser.add_argument("--variants", default="", help="comma separated variant names to run (default: all)")
     parser.add_argument("--config_files", default="", help="extra YAML files, space separated (later wins)")
     parser.add_argument("--results_dir", type=Path, default=RESULTS_DIR)
@@ -604,13 +622,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     checkpoints = [Path(p) for p in args.checkpoints.split(",") if p]
     if checkpoints and args.seeds is not None:
         parser.error("--checkpoints gives one seed per checkpoint; leave --seeds out")
+    if args.checkpoints_label and not checkpoints:
+        parser.error("--checkpoints_label names the checkpoints of --checkpoints")
     if args.summary_only:
         md_path = write_report(study, args.dataset, args.results_dir)
     else:
         seeds = [args.first_seed + i for i in range(2 if args.seeds is None else args.seeds)]
         config_files = split_config_files(args.config_files)
         md_path = run_study(study, args.dataset, seeds, parse_overrides(rest), args.results_dir, config_files,
-                            checkpoints, [name for name in args.variants.split(",") if name])
+                            checkpoints, [name for name in args.variants.split(",") if name], args.checkpoints_label)
     print(md_path.read_text())
     print(f"written to {md_path.with_suffix('')}.{{md,csv,png}}")
     return 0

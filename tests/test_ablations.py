@@ -4,6 +4,8 @@ took twice that), and the report's arithmetic on hand-made rows."""
 
 from __future__ import annotations
 
+import json
+import shutil
 import statistics
 import sys
 from pathlib import Path
@@ -150,6 +152,24 @@ def test_variants_run_only_the_named_ones_and_the_report_keeps_the_rest(setup, t
     assert sorted(r["label"] for r in rows) == ["adaptive", "left2right", "random"]
     with pytest.raises(ValueError, match="has no variant sideways"):
         run_study("order", setup, tmp_path, given, "--variants=sideways")
+
+
+def test_another_checkpoint_of_a_decoded_seed_needs_a_label_and_gets_its_own_table(setup, tmp_path):
+    first = setup[2]
+    other = tmp_path / "other" / "retrained.pth"  # another model of the same seed and settings
+    other.parent.mkdir()
+    shutil.copy(first, other)
+    run_study("order", setup, tmp_path, f"--checkpoints={first}", "--variants=adaptive")
+    with pytest.raises(ValueError, match="--checkpoints_label"):
+        run_study("order", setup, tmp_path, f"--checkpoints={other}", "--variants=adaptive")
+    rows = run_study("order", setup, tmp_path, f"--checkpoints={other}", "--variants=adaptive",
+                     "--checkpoints_label=retrained")
+    assert [row["checkpoint"] for row in rows] == [str(first), str(other)]
+    assert json.loads(rows[1]["settings"])["checkpoints_label"] == "retrained"
+    report = (tmp_path / f"ablation_order_{TINY_DATASET}.md").read_text()
+    assert report.count("## Earlier settings:") == 1
+    assert f"checkpoints `{first}`;" in report.split("## Earlier settings:")[1]  # the earlier table's own line
+    assert f"- checkpoints: `{other}`" in report  # the notes of the latest table
 
 
 def test_checkpoints_are_refused_for_a_trained_study(setup, tmp_path):
