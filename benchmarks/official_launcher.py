@@ -16,6 +16,9 @@ writes goes to the directories named in the arguments (official_side_by_side.py 
 
 SUMMARY_JSON receives what the results table needs: test metrics, best epoch and validation score, epochs trained,
 trainable parameters, and the wall-clock seconds of training (with validation) and of the test evaluation.
+
+``check_official_checkout`` and ``import_official_code`` are also what speed.py uses to build the official model
+in its own process.
 """
 
 from __future__ import annotations
@@ -25,6 +28,37 @@ import os
 import sys
 import time
 from pathlib import Path
+
+
+OFFICIAL_MODEL_FILE = Path("genrec") / "models" / "LLaDARec" / "model.py"
+
+_patched_checkout: Path | None = None  # the checkout imported and patched in this process, if any
+
+
+def check_official_checkout(official_dir: Path | str) -> Path:
+    """``official_dir`` resolved; ValueError unless it holds the official LLaDA-Rec code."""
+    official_dir = Path(official_dir).resolve()
+    if not (official_dir / OFFICIAL_MODEL_FILE).is_file():
+        raise ValueError(f"{official_dir} is not a checkout of the official LLaDA-Rec code (TengShi-RUC/LLaDA-Rec): "
+                         f"{OFFICIAL_MODEL_FILE} is missing")
+    return official_dir
+
+
+def import_official_code(official_dir: Path | str) -> Path:
+    """Make the checkout's packages (``genrec``, ``LLaDA``) importable and patch them; returns the checkout.
+
+    Once per process: the patches wrap classes in place, so a second round would wrap them twice, and the modules
+    are cached, so a second checkout could not be imported beside the first.
+    """
+    global _patched_checkout
+    official_dir = check_official_checkout(official_dir)
+    if _patched_checkout is None:
+        sys.path.insert(0, str(official_dir))
+        patch_official_code()
+        _patched_checkout = official_dir
+    elif _patched_checkout != official_dir:
+        raise ValueError(f"the official code is already imported from {_patched_checkout}, not {official_dir}")
+    return official_dir
 
 
 def patch_official_code() -> None:
@@ -89,12 +123,11 @@ def main(argv: list[str]) -> int:
     if len(argv) < 2:
         print(__doc__, file=sys.stderr)
         return 2
-    official_dir, summary_path, official_args = Path(argv[0]).resolve(), Path(argv[1]).resolve(), argv[2:]
+    summary_path, official_args = Path(argv[1]).resolve(), argv[2:]
+    official_dir = import_official_code(argv[0])
     os.chdir(official_dir)
-    sys.path.insert(0, str(official_dir))
     os.environ["TOKENIZERS_PARALLELISM"] = "false"  # as its main.py
 
-    patch_official_code()
     from genrec.trainer import Trainer
     from genrec.utils import get_pipeline, parse_command_line_args
 

@@ -51,6 +51,7 @@ if __package__ in (None, ""):  # run as a file: make the repository root importa
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.common import RESULTS_DIR, split_config_files
+from benchmarks.official_launcher import check_official_checkout
 from benchmarks.quality import METRICS, OFFICIAL_CODE_MODEL, append_run, runs_path, write_summary
 
 LABEL = "official code, same data and SIDs"
@@ -358,9 +359,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise ValueError("set --seed and --epochs as this script's own arguments")
     overrides.update(seed=args.seed, epochs=args.epochs)
     work_dir = (args.work_dir or Path(tempfile.gettempdir()) / "llada_official" / args.dataset).resolve()
-    official_dir = args.official_dir.resolve()
-    if not (official_dir / "genrec" / "models" / "LLaDARec" / "model.py").is_file():
-        raise ValueError(f"{official_dir} is not a checkout of the official LLaDA-Rec code")
+    official_dir = check_official_checkout(args.official_dir)
 
     config, data, (train, valid, test) = load_split(args.dataset, split_config_files(args.config_files),
                                                     overrides)

@@ -1,4 +1,4 @@
-"""Training and decoding speed of LLaDARec at the paper's Scientific scale, against SASRec and the official decode loop.
+"""Training and decoding speed of LLaDARec at the paper's Scientific scale, against SASRec and the official code.
 
 Synthetic inputs of the real sizes (25,848 items with random unique SIDs, M = 4, K = 256; histories of 20 items;
 d = 256, 4 layers, 4 heads, MLP ratio 4) go through the real models, built from the same config layers as a real
@@ -10,6 +10,9 @@ run but without loading a dataset. Measured on CUDA when present, else on CPU:
 - decoding: users/s and peak memory of LLaDARec.full_sort_predict for T in {1, 2, 4} x B in {10, 20, 50}, of the
   official-style loop (benchmarks/reference_decode.py) at T = 4, B = 50 on the same users, and of SASRec's
   full-sort scoring; the implied time for Scientific's 50,985 test users;
+- the official code itself, with ``--official_dir`` (a checkout of TengShi-RUC/LLaDA-Rec at bd8bdc1, never copied
+  here; benchmarks/official_model.py builds its model on the same SIDs): its decoding entry point at T = 4, B = 50 on
+  the same users and its training step on the same batches, in fp32 as its pipeline runs;
 - FLOPs: analytic matmul FLOPs per decoded user / trained sample, the achieved TFLOP/s, and its share of a measured
   dense matmul rate of the same precision.
 
@@ -20,6 +23,7 @@ appends ``-X``).
     python benchmarks/speed.py                 # full sizes, on the GPU
     python benchmarks/speed.py --small         # shrunk sizes, a CPU check of the whole script
     python benchmarks/speed.py --compare_dense_mask --compile --label=compiled   # the speed paths of issue 14
+    python benchmarks/speed.py --official_dir=.carry/official   # also the official code, in the same run
 """
 
 from __future__ import annotations
@@ -30,7 +34,7 @@ import itertools
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable, Mapping
 
 if __package__ in (None, ""):  # run as a file: make the repository root importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -41,6 +45,10 @@ from torch.nn.utils import clip_grad_norm_
 from benchmarks.common import (RESULTS_DIR, Timing, build_synthetic_model, encoder_flops_per_token, format_number,
                                hardware_slug, matmul_tflops, pick_device, synthetic_batch, synthetic_dataset,
                                time_repeated, write_csv, write_markdown)
+from benchmarks.official_launcher import check_official_checkout, import_official_code
+from benchmarks.official_model import build_official_model, official_batch, official_predict, official_train_step
+from benchmarks.official_side_by_side import OFFICIAL_COMMIT
+from benchmarks.quality import OFFICIAL_CODE_MODEL
 from benchmarks.reference_decode import reference_full_sort_predict
 from recbole_llada.devices import autocast
 from recbole_llada.training.results import markdown_table, provenance
@@ -87,6 +95,7 @@ class SpeedSetup:
     run_sasrec: bool = True
     compare_dense_mask: bool = False  # also time LLaDARec with the dense [B, 1, N, N] attention mask
     compile: bool = False  # LLaDARec with `compile: True` (torch.compile, one graph per shape)
+    official_dir: Path | None = None  # a checkout of the official code to time beside ours; None: not timed
 
     @property
     def seq_len(self) -> int:
@@ -95,6 +104,10 @@ class SpeedSetup:
     @property
     def vocab_size(self) -> int:
         return self.sid_length * self.codebook_size + 2  # padding + codes + [MASK]
+
+    @property
+    def official_vocab_size(self) -> int:
+        return self.vocab_size + 1  # the official tokenizer also reserves an EOS token
 
     def describe(self) -> str:
         return (f"{self.n_items:,} items, random unique SIDs of M={self.sid_length} x K={self.codebook_size}; "
@@ -142,6 +155,7 @@ class SpeedReport:
 
 OURS = "LLaDARec (ours)"
 REFERENCE = "LLaDARec (official loop)"
+OFFICIAL = OFFICIAL_CODE_MODEL
 
 
 def decode_setting(gen_steps: int, num_beams: int) -> str:
@@ -220,8 +234,9 @@ def _encoder_flops_per_sequence(setup: SpeedSetup) -> float:
     return setup.seq_len * encoder_flops_per_token(setup.d_model, setup.n_layers, setup.mlp_ratio, setup.seq_len)
 
 
-def decode_flops_per_user(setup: SpeedSetup, gen_steps: int, num_beams: int, official: bool) -> float:
-    """Matmul FLOPs of decoding one user.
+def decode_flops_per_user(setup: SpeedSetup, gen_steps: int, num_beams: int, official: bool,
+                          vocab_size: int | None = None) -> float:
+    """Matmul FLOPs of decoding one user; ``vocab_size``: the network's, if not ours (the official code's).
 
     Ours runs the first step on one sequence per user (all beams start as the same empty SID), the last layer's
     queries and the output head only on the M target positions, and the head only on each head's own K codes; the
@@ -229,7 +244,7 @@ def decode_flops_per_user(setup: SpeedSetup, gen_steps: int, num_beams: int, off
     full-vocabulary head at every position.
     """
     if official:
-        head = 2 * setup.d_model * setup.seq_len * setup.vocab_size
+        head = 2 * setup.d_model * setup.seq_len * (vocab_size or setup.vocab_size)
         return gen_steps * num_beams * (_encoder_flops_per_sequence(setup) + head)
     head = 2 * setup.d_model * setup.sid_length * setup.codebook_size
     return (1 + (gen_steps - 1) * num_beams) * (_target_encoder_flops_per_sequence(setup) + head)
@@ -245,11 +260,14 @@ def _target_encoder_flops_per_sequence(setup: SpeedSetup) -> float:
     return earlier_layers + keys_values + setup.sid_length * per_target
 
 
-def train_flops_per_sample(setup: SpeedSetup) -> float:
+def train_flops_per_sample(setup: SpeedSetup, official: bool = False) -> float:
     """Matmul FLOPs of one training sample: two corrupted sequences through the encoder, the full-vocabulary
-    head on the M target positions (next-item loss) and on all N positions (history loss); backward = 2 x forward."""
-    forward = 2 * _encoder_flops_per_sequence(setup) \
-        + 2 * setup.d_model * (setup.sid_length + setup.seq_len) * setup.vocab_size
+    head on the M target positions (next-item loss) and on all N positions (history loss); backward = 2 x forward.
+    The official code computes the head at all N positions of both sequences (then keeps the M targets'), over
+    its own vocabulary."""
+    head_positions, vocab_size = ((2 * setup.seq_len, setup.official_vocab_size) if official
+                                  else (setup.sid_length + setup.seq_len, setup.vocab_size))
+    forward = 2 * _encoder_flops_per_sequence(setup) + 2 * setup.d_model * head_positions * vocab_size
     return 3 * forward
 
 
@@ -280,12 +298,14 @@ def measure_llada(report: SpeedReport, generator: torch.Generator) -> None:
                                      fast_precision(device), model, setup.train_batch_size, timing,
                                      train_flops_per_sample(setup)))
     model.dense_attention_mask = False
-    del optimizer, batches
+    del optimizer
 
     model.eval()
     users = synthetic_batch(model, setup.decode_users, setup.history_len, setup.n_items, generator, device)
     grid = [(steps, beams) for steps in setup.gen_steps_grid for beams in setup.beams_grid]
-    if setup.run_reference and (setup.reference_gen_steps, setup.reference_beams) not in grid:
+    # The official loop and the official code are timed at this setting: ours too, for the ratios.
+    compared = setup.run_reference or setup.official_dir is not None
+    if compared and (setup.reference_gen_steps, setup.reference_beams) not in grid:
         grid.append((setup.reference_gen_steps, setup.reference_beams))
     dense_mask_setting = (setup.reference_gen_steps, setup.reference_beams)
     for gen_steps, num_beams in grid:
@@ -305,6 +325,33 @@ def measure_llada(report: SpeedReport, generator: torch.Generator) -> None:
             device, setup.warmup, setup.repeats)
         report.rows.append(decode_row(report, REFERENCE, decode_setting(gen_steps, num_beams), "fp32", model,
                                       timing, decode_flops_per_user(setup, gen_steps, num_beams, True)))
+
+    if setup.official_dir is not None:
+        def as_official(interaction: dict) -> dict:
+            return official_batch(interaction[model.ITEM_SEQ], interaction[model.ITEM_SEQ_LEN],
+                                  interaction[model.POS_ITEM_ID])
+
+        measure_official(report, config, model.item_sid, [as_official(batch) for batch in batches],
+                         as_official(users)["input_ids"])
+
+
+def measure_official(report: SpeedReport, our_config: Mapping[str, Any], item_sid: torch.Tensor,
+                     train_batches: list[dict], decode_input_ids: torch.Tensor) -> None:
+    """The official code on our SIDs, training batches and users (already in its format), at the official loop's
+    T and B, with its model built from our config (benchmarks/official_model.py)."""
+    setup, device = report.setup, report.device
+    gen_steps, num_beams = setup.reference_gen_steps, setup.reference_beams
+    official = build_official_model(setup.official_dir, our_config, item_sid, gen_steps, num_beams, device)
+
+    timing = time_training(official_train_step(official, setup.train_sequences), train_batches, setup, device)
+    report.rows.append(train_row(report, OFFICIAL, f"batch {setup.train_batch_size}", "fp32", official.model,
+                                 setup.train_batch_size, timing, train_flops_per_sample(setup, official=True)))
+
+    timing = time_repeated(lambda: official_predict(official, decode_input_ids), device, setup.warmup,
+                           setup.repeats)
+    report.rows.append(decode_row(report, OFFICIAL, decode_setting(gen_steps, num_beams), "fp32", official.model,
+                                  timing, decode_flops_per_user(setup, gen_steps, num_beams, True,
+                                                                setup.official_vocab_size)))
 
 
 def measure_sasrec(report: SpeedReport, variant: SASRecVariant, generator: torch.Generator) -> None:
@@ -347,6 +394,8 @@ def measure_matmul_rates(setup: SpeedSetup, device: torch.device) -> dict[str, f
 
 
 def run_speed(setup: SpeedSetup, device: torch.device, seed: int = 2024) -> SpeedReport:
+    if setup.official_dir is not None:
+        import_official_code(setup.official_dir)  # a wrong checkout fails here, before any timing
     torch.manual_seed(seed)
     if setup.compile:
         # The decode grid alone has two shapes per (T, B) setting; past the limit, dynamo would silently fall back
@@ -366,12 +415,15 @@ def run_speed(setup: SpeedSetup, device: torch.device, seed: int = 2024) -> Spee
 CSV_HEADER = [f.name for f in dataclasses.fields(SpeedRow)]
 
 
-def speedup(report: SpeedReport) -> float | None:
-    setting = decode_setting(report.setup.reference_gen_steps, report.setup.reference_beams)
-    ours, reference = report.find("decode", OURS, setting), report.find("decode", REFERENCE, setting)
-    if ours is None or reference is None:
+def speedup(report: SpeedReport, baseline: str = REFERENCE, task: str = "decode") -> float | None:
+    """Our throughput over ``baseline``'s, at the official loop's T and B (decode) or our training batch (train)."""
+    setup = report.setup
+    setting = (decode_setting(setup.reference_gen_steps, setup.reference_beams) if task == "decode"
+               else f"batch {setup.train_batch_size}")
+    ours, other = report.find(task, OURS, setting), report.find(task, baseline, setting)
+    if ours is None or other is None:
         return None
-    return ours.throughput / reference.throughput
+    return ours.throughput / other.throughput
 
 
 def _pct(share: float | None) -> str:
@@ -404,6 +456,10 @@ def markdown_sections(report: SpeedReport) -> list[tuple[str, str]]:
     setting = decode_setting(setup.reference_gen_steps, setup.reference_beams)
     summary = (f"**Speed-up of our decoding over the official-style loop at {setting}, same users, same run: "
                f"{ratio:.2f}x**" if ratio is not None else "The official-style loop was not measured.")
+    decode_ratio, train_ratio = speedup(report, OFFICIAL), speedup(report, OFFICIAL, "train")
+    if decode_ratio is not None:
+        summary += (f"\n\n**Over the official code itself: decoding {decode_ratio:.2f}x at {setting}, same users; "
+                    f"training {train_ratio:.2f}x at batch {setup.train_batch_size}, same batches; same run.**")
     rates = ", ".join(f"{precision} {format_number(rate)} TFLOP/s" for precision, rate in report.matmul_rates.items())
     notes = "\n".join([
         f"- Setup: {setup.describe()}.",
@@ -424,9 +480,32 @@ def markdown_sections(report: SpeedReport) -> list[tuple[str, str]]:
         f"- LLaDARec compiled (`compile: True`, torch.compile with dynamic=False; compilation falls in the "
         f"warm-up): {'yes' if setup.compile else 'no'}. Attention mask: key-padding [B, 1, 1, N] (bidirectional "
         f"attention), rows marked 'dense mask' use the dense [B, 1, N, N] mask instead.",
+        *official_notes(setup),
     ])
     return [("", summary), ("Training", train_table), ("Decoding (full-sort recommendation)", decode_table),
             ("Notes", notes)]
+
+
+def official_notes(setup: SpeedSetup) -> list[str]:
+    if setup.official_dir is None:
+        return []
+    return [
+        f"- '{OFFICIAL}' rows: the official code, TengShi-RUC/LLaDA-Rec {OFFICIAL_COMMIT}, imported from "
+        f"{setup.official_dir} (run-time patches of benchmarks/official_launcher.py, no file edited). Its LLaDARec "
+        "class (genrec/models/LLaDARec/model.py), built with its LLaDARecTokenizer (MultiHeadVQVAE, loading the "
+        "same random SIDs as ours) and a genrec AbstractDataset of the same items, from its config files with our "
+        f"settings mapped as official_side_by_side.py does, `gen_steps`={setup.reference_gen_steps}, "
+        f"`num_beams`={setup.reference_beams}; random weights of its constructor, fp32, accelerate without mixed "
+        "precision.",
+        "- Official decoding: `LLaDARec.generate` (its `beam_search`) on the same users, in batches of its "
+        f"`test_batch_size` = {setup.decode_batch_size} users asking for max(topk) SIDs each, under no_grad, as its "
+        "Trainer.evaluate calls it; its evaluator's comparison of the SIDs with the targets is not timed (ours "
+        "includes the mapping to items and full-sort scores). Official training: the body of its Trainer.fit batch "
+        "loop on the same batches (left-padded, as its tokenizer writes them): zero_grad, forward (both masked "
+        "losses), accelerator.backward, clip_grad_norm_, AdamW step, cosine schedule step, and its three per-step "
+        "`.item()` reads of the losses. Its vocabulary has one token more than ours (EOS), counted in its FLOPs; "
+        "its training computes the full-vocabulary head at all N positions of both corrupted sequences.",
+    ]
 
 
 def write_speed(report: SpeedReport, out_dir: Path, slug: str) -> tuple[Path, Path]:
@@ -458,18 +537,28 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--label", default=None, help="suffix of the result files: speed_<hardware>-<label>")
     parser.add_argument("--gen_steps_grid", type=int_list, default=None, help="decoding T values, e.g. 4 or 1,2,4")
     parser.add_argument("--beams_grid", type=int_list, default=None, help="decoding B values, e.g. 50 or 10,20,50")
+    parser.add_argument("--official_dir", type=Path, default=None,
+                        help=f"a checkout of the official code (TengShi-RUC/LLaDA-Rec {OFFICIAL_COMMIT}) to time "
+                             "beside ours in the same run")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.official_dir is not None:
+        try:
+            args.official_dir = check_official_checkout(args.official_dir)
+        except ValueError as error:
+            parser.error(str(error))  # before building or timing anything
     setup = SMALL if args.small else SpeedSetup()
     changes = {"decode_users": args.decode_users, "decode_batch_size": args.decode_batch_size,
                "repeats": args.repeats, "train_steps": args.train_steps, "gen_steps_grid": args.gen_steps_grid,
                "beams_grid": args.beams_grid}
     setup = dataclasses.replace(setup, **{k: v for k, v in changes.items() if v is not None},
                                 run_reference=not args.no_reference, run_sasrec=not args.no_sasrec,
-                                compare_dense_mask=args.compare_dense_mask, compile=args.compile)
+                                compare_dense_mask=args.compare_dense_mask, compile=args.compile,
+                                official_dir=args.official_dir)
     device = pick_device(args.device)
     report = run_speed(setup, device)
     slug = hardware_slug(device) + ("-small" if args.small else "") + (f"-{args.label}" if args.label else "")

@@ -7,6 +7,7 @@ import csv
 import dataclasses
 import itertools
 import json
+import os
 import shutil
 import statistics
 import subprocess
@@ -212,6 +213,66 @@ def test_speed_measures_every_setting_and_writes_md_and_csv(tmp_path):
     text = md_path.read_text()
     assert "Speed-up of our decoding over the official-style loop at T=2 B=5" in text
     assert "commit" in text and "hardware" in text
+
+
+# The official LLaDA-Rec code is never in this repository: a local checkout, named by $OFFICIAL as on the device
+# machine, or carried in .carry/official. CI has none, so the tests that run it are skipped there.
+OFFICIAL_DIR = Path(os.environ.get("OFFICIAL", common.REPO_ROOT / ".carry" / "official"))
+needs_official_code = pytest.mark.skipif(not (OFFICIAL_DIR / "genrec").is_dir(),
+                                         reason=f"no checkout of the official LLaDA-Rec code at {OFFICIAL_DIR}")
+
+
+def test_speed_refuses_a_directory_without_the_official_code_before_timing(tmp_path, capsys, monkeypatch):
+    def no_timing(*args, **kwargs):
+        pytest.fail("timed despite a wrong official directory")
+
+    monkeypatch.setattr(speed, "measure_matmul_rates", no_timing)
+    monkeypatch.setattr(speed, "measure_llada", no_timing)
+    with pytest.raises(SystemExit) as exit_info:
+        speed.main(["--small", "--device=cpu", f"--out_dir={tmp_path}", f"--official_dir={tmp_path}"])
+    assert exit_info.value.code == 2
+    assert f"{tmp_path} is not a checkout of the official LLaDA-Rec code" in capsys.readouterr().err
+    assert not list(tmp_path.iterdir())
+    # run_speed checks too, for callers other than main.
+    with pytest.raises(ValueError, match="not a checkout of the official LLaDA-Rec code"):
+        speed.run_speed(dataclasses.replace(TINY_SPEED, official_dir=tmp_path), CPU)
+
+
+@needs_official_code
+def test_speed_times_the_official_code_beside_ours(tmp_path):
+    speed.main(["--small", "--device=cpu", f"--out_dir={tmp_path}", f"--official_dir={OFFICIAL_DIR}",
+                "--no_sasrec", "--gen_steps_grid=4", "--beams_grid=50", "--repeats=1"])
+    with open(tmp_path / "speed_cpu-small.csv", newline="") as f:
+        rows = {(r["task"], r["model"], r["setting"]): r for r in csv.DictReader(f)}
+    official = [rows[("train", speed.OFFICIAL, "batch 32")], rows[("decode", speed.OFFICIAL, "T=4 B=50")]]
+    assert ("decode", speed.REFERENCE, "T=4 B=50") in rows  # the re-implemented loop stays
+    for row in official:
+        for column in ("median_s", "throughput", "full_run_s", "n_parameters"):
+            assert float(row[column]) > 0
+    text = (tmp_path / "speed_cpu-small.md").read_text()
+    assert "| LLaDA-Rec official code | T=4 B=50 | fp32 | 16 |" in text
+    assert "**Over the official code itself: decoding " in text and "training " in text
+    assert f"TengShi-RUC/LLaDA-Rec bd8bdc1, imported from {OFFICIAL_DIR.resolve()}" in text
+
+
+@needs_official_code
+def test_official_model_flops_equal_the_counted_matmuls():
+    from benchmarks import official_model
+
+    setup = dataclasses.replace(TINY_SPEED, reference_beams=10)  # its evaluator asks for max(topk) = 10 SIDs
+    generator = torch.Generator().manual_seed(0)
+    dataset = common.synthetic_dataset(setup.n_items, setup.sid_length, setup.codebook_size, 10, generator)
+    model, config = common.build_synthetic_model("LLaDARec", dataset, speed.llada_overrides(setup), CPU)
+    official = official_model.build_official_model(OFFICIAL_DIR, config, model.item_sid, setup.reference_gen_steps,
+                                                   setup.reference_beams, CPU)
+    batch = common.synthetic_batch(model, 5, setup.history_len, setup.n_items, generator, CPU)
+    batch = official_model.official_batch(batch[model.ITEM_SEQ], batch[model.ITEM_SEQ_LEN], batch[model.POS_ITEM_ID])
+    official.model.train()
+    assert counted_matmul_flops(lambda: official.model(batch).loss.backward()) \
+        == 5 * speed.train_flops_per_sample(setup, official=True)
+    assert counted_matmul_flops(lambda: official_model.official_predict(official, batch["input_ids"])) \
+        == 5 * speed.decode_flops_per_user(setup, setup.reference_gen_steps, setup.reference_beams, official=True,
+                                           vocab_size=setup.official_vocab_size)
 
 
 def test_profile_labels_regions_and_categories_and_writes_md(tmp_path):
