@@ -27,7 +27,7 @@ from recbole_llada.decoding.beam_search import DECODING_ORDERS
 from recbole_llada.devices import PRECISIONS
 from recbole_llada.errors import UserInputError
 from recbole_llada.model.layers import ATTENTION_KINDS
-from recbole_llada.model.llada_rec import INIT_SCHEMES, ITEM_SCORERS, SCORING_MODES
+from recbole_llada.model.llada_rec import INIT_SCHEMES, ITEM_SCORER_LOSSES, ITEM_SCORERS, SCORING_MODES
 
 COMMAND_LINE = "--key=value overrides"
 
@@ -82,6 +82,7 @@ SCHEMA: dict[str, Rule] = {
     "rescore_candidates": _POSITIVE,
     "item_scorer": Rule(str, choices=ITEM_SCORERS),
     "item_scorer_weight": _NON_NEGATIVE,
+    "item_scorer_loss": Rule(str, choices=ITEM_SCORER_LOSSES),
     "item_scorer_backbone": Rule(str, nullable=True),
     # semantic IDs (types and choices: SIDConfig)
     "sid_length": Rule(int, minimum=1),
@@ -288,8 +289,12 @@ def check_semantic_id_config(config: Any) -> None:
                                      "from it. Fix the path, or use item_embedding: text or collaborative.")
 
 
-def check_item_scorer_backbone(config: Any) -> None:
-    """LLaDARec's ``item_scorer_backbone``: an existing checkpoint, and a scorer to train on it."""
+def check_item_scorer(config: Any) -> None:
+    """LLaDARec's ``item_scorer_loss`` and ``item_scorer_backbone``: a scorer to train with them, an existing
+    checkpoint."""
+    if config["item_scorer_loss"] == "fused" and config["item_scorer"] == "none":
+        raise UserInputError("item_scorer_loss: fused trains the item scorer on scorer + marginal scores, but "
+                             "item_scorer is none: set item_scorer: sid (or leave item_scorer_loss: scorer).")
     path = config["item_scorer_backbone"]
     if not path:
         return

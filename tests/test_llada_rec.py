@@ -491,9 +491,11 @@ def saved_backbone(tiny_world, tmp_path, **overrides):
     return model, path
 
 
-def test_the_adapter_trains_only_the_scorer_on_the_frozen_backbone(tiny_world, tmp_path):
+@pytest.mark.parametrize("item_scorer_loss", ["scorer", "fused"])
+def test_the_adapter_trains_only_the_scorer_on_the_frozen_backbone(tiny_world, tmp_path, item_scorer_loss):
     backbone, path = saved_backbone(tiny_world, tmp_path)
-    adapter = new_model(tiny_world, item_scorer_backbone=str(path), item_scorer_id_embedding=True, **SCORER)
+    adapter = new_model(tiny_world, item_scorer_backbone=str(path), item_scorer_id_embedding=True,
+                        item_scorer_loss=item_scorer_loss, **SCORER)
     trainable = {name for name, p in adapter.named_parameters() if p.requires_grad}
     assert trainable == {"scorer_projection.weight", "scorer_projection.bias", "scorer_id_embedding.weight"}
     frozen = {name: p.detach().clone() for name, p in adapter.named_parameters() if not p.requires_grad}
@@ -530,6 +532,78 @@ def test_the_adapter_refuses_a_backbone_of_other_sids_or_without_a_scorer(tiny_w
         new_model(tiny_world, item_scorer_backbone=str(other), **SCORER)
     with pytest.raises(ValueError, match="set item_scorer: sid"):
         new_model(tiny_world, item_scorer_backbone=str(path))
+
+
+def brute_force_fused_cross_entropy(model, history: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Mean over users of -log softmax(scorer logit + marginal score)[target] over the real items, in plain loops:
+    one full forward, the full vocabulary logits sliced per head, each item's vector built from its own tokens."""
+    tokens = torch.cat([history, torch.full((history.shape[0], model.sid_length), model.mask_token)], dim=1)
+    hidden = model(tokens)[:, -model.sid_length:]
+    vocab_logits = model.logits(hidden)
+    losses = []
+    for row in range(history.shape[0]):
+        user = model.scorer_projection(hidden[row].mean(dim=0))
+        fused = []
+        for item in range(1, model.n_items):
+            codes = model.item_sid[item].tolist()
+            token_ids = [1 + head * model.codebook_size + code for head, code in enumerate(codes)]
+            vector = model.token_embedding.weight[token_ids].mean(dim=0)
+            if model.scorer_id_embedding is not None:
+                vector = vector + model.scorer_id_embedding.weight[item]
+            marginal = sum(torch.log_softmax(vocab_logits[row, head, 1 + head * model.codebook_size:
+                                                             1 + (head + 1) * model.codebook_size], dim=0)[code]
+                           for head, code in enumerate(codes))
+            fused.append(user @ vector + marginal)
+        fused = torch.stack(fused)
+        losses.append(torch.logsumexp(fused, dim=0) - fused[targets[row] - 1])
+    return torch.stack(losses).mean()
+
+
+@pytest.mark.parametrize("adapter", [False, True])
+def test_the_fused_scorer_loss_is_the_cross_entropy_of_scorer_plus_marginal(tiny_world, tmp_path, adapter):
+    settings = dict(item_scorer_loss="fused", item_scorer_id_embedding=True, **SCORER)
+    if adapter:
+        _, path = saved_backbone(tiny_world, tmp_path)
+        settings["item_scorer_backbone"] = str(path)
+    model = new_model(tiny_world, **settings)
+    # Both terms must matter: ID embeddings away from their init, and a sharp temperature so that the (barely
+    # trained) marginal is far from uniform, i.e. far from a per-user constant that the cross-entropy ignores.
+    with torch.no_grad():
+        model.scorer_id_embedding.weight.normal_(std=0.5)
+    model.temperature = 0.05
+    batch = first_batch(tiny_world[1])
+    model.calculate_loss(batch)  # dropout_prob is 0: the joint third slice is exactly the masked-target forward
+    scorer_part = model.last_losses[-1] / (1 if adapter else model.item_scorer_weight)
+    history = model.history_tokens(batch[model.ITEM_SEQ], batch[model.ITEM_SEQ_LEN])
+    targets = batch[model.POS_ITEM_ID]
+    assert (targets > 0).all()
+    with torch.no_grad():
+        expected = brute_force_fused_cross_entropy(model, history, targets)
+    assert torch.isfinite(scorer_part)
+    assert torch.allclose(scorer_part, expected, rtol=1e-4, atol=1e-5), (scorer_part, expected)
+    # The option changes the loss: the scorer-only cross-entropy of the same weights is another number.
+    model.item_scorer_loss = "scorer"
+    model.calculate_loss(batch)
+    scorer_only = model.last_losses[-1] / (1 if adapter else model.item_scorer_weight)
+    assert (scorer_only - expected).abs() > 0.1 * expected, (scorer_only, expected)
+
+
+def test_the_fused_scorer_loss_sends_no_gradient_into_the_diffusion_head(tiny_world):
+    """Joint training: the marginal is detached, so with the diffusion losses weighted 0 the output layer (only
+    the marginal reads it) gets an all-zero gradient, while the scorer and the token embeddings learn."""
+    model = new_model(tiny_world, item_scorer_loss="fused", item_mask_weight=0.0, his_mask_weight=0.0, **SCORER)
+    model.calculate_loss(first_batch(tiny_world[1])).backward()
+    assert model.output.weight.grad is not None and torch.count_nonzero(model.output.weight.grad) == 0
+    assert model.scorer_projection.weight.grad.abs().sum() > 0
+    assert model.token_embedding.weight.grad.abs().sum() > 0
+
+
+def test_item_scorer_loss_is_validated(tiny_world):
+    assert new_model(tiny_world).item_scorer_loss == "scorer"  # the YAML default: the behaviour before the key
+    with pytest.raises(ValueError, match="item_scorer_loss must be one of"):
+        new_model(tiny_world, item_scorer_loss="residual", **SCORER)
+    with pytest.raises(ValueError, match="set item_scorer: sid"):
+        new_model(tiny_world, item_scorer_loss="fused")
 
 
 def test_an_adapter_run_trains_on_a_saved_run_and_keeps_its_beam_search(tmp_path, monkeypatch):

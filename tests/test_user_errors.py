@@ -63,6 +63,8 @@ def on_tiny(data_path: Path, *argv: str) -> list[str]:
     ("--gen_steps=9", "gen_steps is 9"),
     ("--metrics=[Recal]", "RecBole rejected the configuration"),
     ("--item_scorer_backbone=missing.pth", "item_scorer is none"),
+    ("--item_scorer_loss=residual", "one of scorer, fused"),
+    ("--item_scorer_loss=fused", "item_scorer_loss: fused trains the item scorer on scorer + marginal scores"),
 ])
 def test_bad_keys_and_values_stop_before_any_data_is_loaded(override, expected, tiny_data_path, capsys,
                                                              no_data_loading):

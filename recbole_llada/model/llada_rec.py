@@ -28,7 +28,9 @@ an ID embedding if ``item_scorer_id_embedding``), the user's is a linear project
 of the fully masked target block, and the score is their dot product. It is trained jointly with the two
 diffusion losses by softmax cross-entropy over the catalog, weighted by ``item_scorer_weight``, on a third
 slice of the one batched forward (history + fully masked target: 3 sequences per sample instead of 2, about
-+50% training compute). In the spirit of item-level adapters on a
++50% training compute). ``item_scorer_loss``: the cross-entropy of the scorer's logits alone (``scorer``), or of
+scorer logits + the detached marginal scores (``fused``): the scorer then learns a residual correction of the
+diffusion model's catalog posterior, and ``scoring: fused`` ranks by exactly what was trained. In the spirit of item-level adapters on a
 generative recommender (EPIC), but simpler: a posterior over the whole catalog, used to rank, not inside the
 denoising steps.
 
@@ -63,6 +65,7 @@ INIT_SCHEMES = ("official", "mitchell")
 SCORING_MODES = ("beam", "marginal", "hybrid", "rescore", "scorer", "scorer_hybrid", "fused")
 SCORER_MODES = ("scorer", "scorer_hybrid", "fused")
 ITEM_SCORERS = ("none", "sid")
+ITEM_SCORER_LOSSES = ("scorer", "fused")
 DECODING_SETTINGS = ("scoring", "num_beams", "gen_steps", "gen_order", "rescore_candidates")
 
 
@@ -106,6 +109,11 @@ class LLaDARec(SequentialRecommender):
         if self.item_scorer not in ITEM_SCORERS:
             raise ValueError(f"item_scorer must be one of {ITEM_SCORERS}, got {self.item_scorer!r}")
         check_scoring("valid_scoring", config["valid_scoring"], self.item_scorer)
+        self.item_scorer_loss = config["item_scorer_loss"]
+        if self.item_scorer_loss not in ITEM_SCORER_LOSSES:
+            raise ValueError(f"item_scorer_loss must be one of {ITEM_SCORER_LOSSES}, got {self.item_scorer_loss!r}")
+        if self.item_scorer_loss == "fused" and self.item_scorer == "none":
+            raise ValueError("item_scorer_loss: 'fused' trains an item scorer on the fused scores: set item_scorer: sid")
         self.precision = config["precision"]
         self.scorer_backbone = config["item_scorer_backbone"]
         if self.scorer_backbone and self.item_scorer == "none":
@@ -286,9 +294,9 @@ class LLaDARec(SequentialRecommender):
                                                  batch_size * full.shape[1])
         losses = [self.item_mask_weight * item_loss, self.his_mask_weight * his_loss]
         if self.item_scorer != "none":
-            scorer_logits = self.item_scorer_logits(hidden[2 * batch_size:, -n_target:])
-            losses.append(self.item_scorer_weight * F.cross_entropy(scorer_logits.float(),
-                                                                    interaction[self.POS_ITEM_ID]))
+            target_hidden = hidden[2 * batch_size:, -n_target:]
+            losses.append(self.item_scorer_weight * self.scorer_cross_entropy(
+                self.item_scorer_logits(target_hidden), target_hidden, interaction[self.POS_ITEM_ID]))
         # The weighted parts, summing to the loss: the trainer logs them one by one, named by loss_part_names.
         self.last_losses = tuple(loss.detach() for loss in losses)
         return sum(losses)
@@ -299,9 +307,27 @@ class LLaDARec(SequentialRecommender):
             hidden = self.masked_target_hidden(history)
         with self.autocast():
             logits = self.item_scorer_logits(hidden)
-        loss = F.cross_entropy(logits.float(), next_item)
+        loss = self.scorer_cross_entropy(logits, hidden, next_item)
         self.last_losses = (loss.detach(),)
         return loss
+
+    def scorer_cross_entropy(self, scorer_logits: torch.Tensor, target_hidden: torch.Tensor,
+                             next_item: torch.Tensor) -> torch.Tensor:
+        """Softmax cross-entropy over the catalog of the scorer's logits [B, n_items] (``item_scorer_loss: scorer``)
+        or of scorer logits + marginal scores (``fused``); target_hidden [B, M, d]: the fully masked target block.
+
+        ``fused`` trains the scorer as a residual correction of the diffusion model's own catalog posterior, so the
+        loss sees exactly the ranking ``scoring: fused`` uses (log_softmax(scorer) + marginal differs from
+        scorer + marginal by a per-user constant). The marginal is detached: the scorer's loss never moves the
+        diffusion weights, in the adapter (frozen anyway) as in joint training (there they keep their own losses).
+        The padding item 0 is -inf in both terms: probability 0, no gradient; it is never a training target.
+        """
+        logits = scorer_logits.float()
+        if self.item_scorer_loss == "fused":
+            with torch.no_grad():  # detached: only the scorer learns from this loss
+                marginal = self.marginal_scores(self.head_log_probs(target_hidden))
+            logits = logits + marginal
+        return F.cross_entropy(logits, next_item)
 
     def item_scorer_logits(self, target_hidden: torch.Tensor) -> torch.Tensor:
         """Hidden states of the fully masked target block [B, M, d] -> item scorer logits [B, n_items].

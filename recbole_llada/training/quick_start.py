@@ -105,7 +105,7 @@ def build_config(model: str, dataset: str, config_files: Sequence[str] = (),
     config_check.check_values(model, {key: config[key] for key in sources}, sources)
     if model == "LLaDARec":
         config_check.check_semantic_id_config(config)
-        config_check.check_item_scorer_backbone(config)
+        config_check.check_item_scorer(config)
     user_data_path = overrides.get("data_path", user_values.get("data_path"))
     if dataset == "ml-100k" and user_data_path is not None:
         # RecBole always reads ml-100k from its bundled copy; a data_path the user gave must win.
