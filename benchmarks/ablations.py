@@ -1,8 +1,8 @@
 """The paper's analyses (arXiv 2511.06254: Table 4, Figs. 3-6) as one command each, next to the paper's direction.
 
     python benchmarks/ablations.py --study=STUDY --dataset=DATASET [--seeds=N] [--first_seed=S]
-        [--checkpoints=a.pth,b.pth [--checkpoints_label=TEXT]] [--results_dir=DIR] [--config_files="a.yaml b.yaml"] [--studies_file=YAML]
-        [--summary_only] [--key=value ...]
+        [--checkpoints=a.pth,b.pth [--checkpoints_label=TEXT]] [--results_dir=DIR] [--config_files="a.yaml b.yaml"]
+        [--studies_file=YAML] [--summary_only] [--key=value ...]
 
 STUDY is one of benchmarks/experiments/ablations.yaml, where every study's variants (their config overrides) and the
 paper's direction for each row are data:

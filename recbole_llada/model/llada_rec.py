@@ -30,9 +30,9 @@ diffusion losses by softmax cross-entropy over the catalog, weighted by ``item_s
 slice of the one batched forward (history + fully masked target: 3 sequences per sample instead of 2, about
 +50% training compute). ``item_scorer_loss``: the cross-entropy of the scorer's logits alone (``scorer``), or of
 scorer logits + the detached marginal scores (``fused``): the scorer then learns a residual correction of the
-diffusion model's catalog posterior, and ``scoring: fused`` ranks by exactly what was trained. In the spirit of item-level adapters on a
-generative recommender (EPIC), but simpler: a posterior over the whole catalog, used to rank, not inside the
-denoising steps.
+diffusion model's catalog posterior, and ``scoring: fused`` ranks by exactly what was trained. In the spirit of
+item-level adapters on a generative recommender (EPIC), but simpler: a posterior over the whole catalog, used to
+rank, not inside the denoising steps.
 
 Adapter (``item_scorer_backbone: path/to/LLaDARec.pth``): the scorer alone is trained on top of a frozen, trained
 LLaDARec, as EPIC trains its adapter. The diffusion weights come from that checkpoint (whose SIDs must be this
@@ -113,7 +113,8 @@ class LLaDARec(SequentialRecommender):
         if self.item_scorer_loss not in ITEM_SCORER_LOSSES:
             raise ValueError(f"item_scorer_loss must be one of {ITEM_SCORER_LOSSES}, got {self.item_scorer_loss!r}")
         if self.item_scorer_loss == "fused" and self.item_scorer == "none":
-            raise ValueError("item_scorer_loss: 'fused' trains an item scorer on the fused scores: set item_scorer: sid")
+            raise ValueError("item_scorer_loss: 'fused' trains an item scorer on the fused scores: "
+                             "set item_scorer: sid")
         self.precision = config["precision"]
         self.scorer_backbone = config["item_scorer_backbone"]
         if self.scorer_backbone and self.item_scorer == "none":
