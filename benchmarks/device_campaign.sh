@@ -10,7 +10,8 @@
 #     in it, so the queues run from the copy;
 #   - unpacks .carry/data (atomic files; *.gz decompressed) to WORK/../data and .carry/emb (text embeddings
 #     computed on a CPU machine) to WORK/../emb, the $DATA and $EMB of benchmarks/gpu_queue.sh; the official
-#     LLaDA-Rec code, if carried in .carry/official, is $OFFICIAL;
+#     LLaDA-Rec code, if carried in .carry/official, is $OFFICIAL; entries of an earlier session's SID cache, if
+#     carried in .carry/sid_cache, seed WORK/sid_cache (a hit skips the SASRec and tokenizer training);
 #   - starts benchmarks/gpu_queue.sh for queue i on GPU i with setsid. Poll with: pgrep -f "[g]pu_queue.sh".
 # collect: packs WORK's results, logs and SID cache into OUT/results.tgz and OUT/sid_cache.tgz (the device tool
 #   brings back at most 8 files of 16 MiB each: a larger cache comes as sid_cache.tgz.part00, part01, ...);
@@ -27,6 +28,7 @@ case "$action" in
     rm -rf /tmp/repo && cp -r . /tmp/repo
     cp -r .carry/data/. "$WORK/../data/" && find "$WORK/../data" -name "*.gz" -exec gunzip -f {} +
     cp -r .carry/emb/. "$WORK/../emb/"
+    if [ -d .carry/sid_cache ]; then mkdir -p "$WORK/sid_cache" && cp -r .carry/sid_cache/. "$WORK/sid_cache/"; fi
     export PYTHONPATH=/tmp/site:/tmp/repo OFFICIAL=/tmp/repo/.carry/official
     export RECBOLE_LLADA_COMMIT=${RECBOLE_LLADA_COMMIT:-unknown}
     cd /tmp/repo
