@@ -23,6 +23,7 @@ appends ``-X``).
     python benchmarks/speed.py                 # full sizes, on the GPU
     python benchmarks/speed.py --small         # shrunk sizes, a CPU check of the whole script
     python benchmarks/speed.py --compare_dense_mask --compile --label=compiled   # the speed paths of issue 14
+    python benchmarks/speed.py --compile_modes=eager,default,reduce-overhead --train_batch_grid=1024,2048
     python benchmarks/speed.py --official_dir=.carry/official   # also the official code, in the same run
 """
 
@@ -51,6 +52,7 @@ from benchmarks.official_side_by_side import OFFICIAL_COMMIT
 from benchmarks.quality import OFFICIAL_CODE_MODEL
 from benchmarks.reference_decode import reference_full_sort_predict
 from recbole_llada.devices import autocast
+from recbole_llada.model.llada_rec import COMPILE_MODES
 from recbole_llada.training.results import markdown_table, provenance
 
 
@@ -95,6 +97,11 @@ class SpeedSetup:
     run_sasrec: bool = True
     compare_dense_mask: bool = False  # also time LLaDARec with the dense [B, 1, N, N] attention mask
     compile: bool = False  # LLaDARec with `compile: True` (torch.compile, one graph per shape)
+    compile_mode: str = "default"  # its `compile_mode` (torch.compile's mode), when compile
+    # Training grid: LLaDARec's training step for every compile mode ("eager": compile: False) x batch size, each
+    # mode on a fresh model; empty: the model above alone, at train_batch_size. Decoding always uses the model above.
+    compile_modes: tuple[str, ...] = ()
+    train_batch_grid: tuple[int, ...] = ()
     official_dir: Path | None = None  # a checkout of the official code to time beside ours; None: not timed
 
     @property
@@ -166,7 +173,34 @@ def llada_overrides(setup: SpeedSetup) -> dict:
     return {"hidden_size": setup.d_model, "n_layers": setup.n_layers, "n_heads": setup.n_heads,
             "mlp_ratio": setup.mlp_ratio, "sid_length": setup.sid_length, "sid_codebook_size": setup.codebook_size,
             "MAX_ITEM_LIST_LENGTH": setup.history_len, "train_batch_size": setup.train_batch_size,
-            "decode_batch_size": setup.decode_batch_size, "gen_steps": setup.sid_length, "compile": setup.compile}
+            "decode_batch_size": setup.decode_batch_size, "gen_steps": setup.sid_length, "compile": setup.compile,
+            "compile_mode": setup.compile_mode}
+
+
+EAGER = "eager"  # in SpeedSetup.compile_modes: LLaDARec with compile: False
+
+
+def own_compile_mode(setup: SpeedSetup) -> str:
+    """The compile mode of the model that llada_overrides(setup) builds (EAGER: not compiled)."""
+    return setup.compile_mode if setup.compile else EAGER
+
+
+def training_compile_modes(setup: SpeedSetup) -> tuple[str, ...]:
+    return setup.compile_modes or (own_compile_mode(setup),)
+
+
+def training_batch_sizes(setup: SpeedSetup) -> tuple[int, ...]:
+    return setup.train_batch_grid or (setup.train_batch_size,)
+
+
+def with_compile_mode(overrides: dict, mode: str) -> dict:
+    return {**overrides, "compile": mode != EAGER, "compile_mode": "default" if mode == EAGER else mode}
+
+
+def train_setting(setup: SpeedSetup, batch_size: int, mode: str, dense_mask: bool = False) -> str:
+    """A training row's label: its batch, its compile mode when a grid of modes was asked for, its mask."""
+    compile_label = "" if not setup.compile_modes else (", eager" if mode == EAGER else f", compile {mode}")
+    return f"batch {batch_size}{compile_label}{mask_suffix(dense_mask)}"
 
 
 def mask_variants(setup: SpeedSetup) -> tuple[bool, ...]:
@@ -275,31 +309,19 @@ def measure_llada(report: SpeedReport, generator: torch.Generator) -> None:
     setup, device = report.setup, report.device
     dataset = synthetic_dataset(setup.n_items, setup.sid_length, setup.codebook_size, setup.train_sequences, generator)
     model, config = build_synthetic_model("LLaDARec", dataset, llada_overrides(setup), device)
+    # Built once on the device and cycled, so the timed step is the device step alone, as for every mode and size:
+    # the trainer's per-batch host-to-device copy is not timed (tokenising the SIDs is: calculate_loss does it).
+    batches_by_size = {batch_size: [synthetic_batch(model, batch_size, setup.history_len, setup.n_items, generator,
+                                                    device) for _ in range(4)]
+                       for batch_size in training_batch_sizes(setup)}
+    for mode in training_compile_modes(setup):
+        measure_llada_training(report, dataset, mode, batches_by_size)
 
-    # Training, as LLaDARecTrainer._train_epoch does it (the LR schedule's per-step update is negligible).
-    optimizer = torch.optim.AdamW(model.parameters(), lr=config["learning_rate"],
-                                  weight_decay=config["weight_decay"], fused=device.type == "cuda")
-    batches = [synthetic_batch(model, setup.train_batch_size, setup.history_len, setup.n_items, generator, device)
-               for _ in range(4)]
-
-    def step(batch: dict) -> None:
-        optimizer.zero_grad(set_to_none=True)
-        with autocast(device, config["precision"]):
-            loss = model.calculate_loss(batch)
-        loss.backward()
-        clip_grad_norm_(model.parameters(), **config["clip_grad_norm"])
-        optimizer.step()
-
-    model.train()
-    for dense_mask in mask_variants(setup):
-        model.dense_attention_mask = dense_mask
-        timing = time_training(step, batches, setup, device)
-        report.rows.append(train_row(report, OURS, f"batch {setup.train_batch_size}" + mask_suffix(dense_mask),
-                                     fast_precision(device), model, setup.train_batch_size, timing,
-                                     train_flops_per_sample(setup)))
-    model.dense_attention_mask = False
-    del optimizer
-
+    batches = batches_by_size.get(setup.train_batch_size) or [
+        synthetic_batch(model, setup.train_batch_size, setup.history_len, setup.n_items, generator, device)
+        for _ in range(4)]
+    if setup.compile:
+        torch._dynamo.reset()  # the training models' graphs are no longer needed
     model.eval()
     users = synthetic_batch(model, setup.decode_users, setup.history_len, setup.n_items, generator, device)
     grid = [(steps, beams) for steps in setup.gen_steps_grid for beams in setup.beams_grid]
@@ -333,6 +355,36 @@ def measure_llada(report: SpeedReport, generator: torch.Generator) -> None:
 
         measure_official(report, config, model.item_sid, [as_official(batch) for batch in batches],
                          as_official(users)["input_ids"])
+
+
+def measure_llada_training(report: SpeedReport, dataset, mode: str,
+                           batches_by_size: Mapping[int, list[dict]]) -> None:
+    """Rows of LLaDARec's training step, as LLaDARecTrainer._train_epoch runs it (the LR schedule's per-step update
+    is negligible), with compile mode ``mode`` on a fresh model, at every batch size of ``batches_by_size``."""
+    setup, device = report.setup, report.device
+    if mode != EAGER:
+        torch._dynamo.reset()  # this mode compiles its own graphs, not another mode's cached ones
+    model, config = build_synthetic_model("LLaDARec", dataset, with_compile_mode(llada_overrides(setup), mode),
+                                          device)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=config["learning_rate"],
+                                  weight_decay=config["weight_decay"], fused=device.type == "cuda")
+
+    def step(batch: dict) -> None:
+        optimizer.zero_grad(set_to_none=True)
+        with autocast(device, config["precision"]):
+            loss = model.calculate_loss(batch)
+        loss.backward()
+        clip_grad_norm_(model.parameters(), **config["clip_grad_norm"])
+        optimizer.step()
+
+    model.train()
+    for batch_size, batches in batches_by_size.items():
+        for dense_mask in mask_variants(setup) if batch_size == setup.train_batch_size else (False,):
+            model.dense_attention_mask = dense_mask
+            timing = time_training(step, batches, setup, device)
+            report.rows.append(train_row(report, OURS, train_setting(setup, batch_size, mode, dense_mask),
+                                         fast_precision(device), model, batch_size, timing,
+                                         train_flops_per_sample(setup)))
 
 
 def measure_official(report: SpeedReport, our_config: Mapping[str, Any], item_sid: torch.Tensor,
@@ -397,7 +449,7 @@ def run_speed(setup: SpeedSetup, device: torch.device, seed: int = 2024) -> Spee
     if setup.official_dir is not None:
         import_official_code(setup.official_dir)  # a wrong checkout fails here, before any timing
     torch.manual_seed(seed)
-    if setup.compile:
+    if setup.compile or set(setup.compile_modes) - {EAGER}:
         # The decode grid alone has two shapes per (T, B) setting; past the limit, dynamo would silently fall back
         # to eager and the table would mix compiled and eager rows.
         torch._dynamo.config.recompile_limit = 64
@@ -419,7 +471,7 @@ def speedup(report: SpeedReport, baseline: str = REFERENCE, task: str = "decode"
     """Our throughput over ``baseline``'s, at the official loop's T and B (decode) or our training batch (train)."""
     setup = report.setup
     setting = (decode_setting(setup.reference_gen_steps, setup.reference_beams) if task == "decode"
-               else f"batch {setup.train_batch_size}")
+               else train_setting(setup, setup.train_batch_size, own_compile_mode(setup)))
     ours, other = report.find(task, OURS, setting), report.find(task, baseline, setting)
     if ours is None or other is None:
         return None
@@ -458,8 +510,10 @@ def markdown_sections(report: SpeedReport) -> list[tuple[str, str]]:
                f"{ratio:.2f}x**" if ratio is not None else "The official-style loop was not measured.")
     decode_ratio, train_ratio = speedup(report, OFFICIAL), speedup(report, OFFICIAL, "train")
     if decode_ratio is not None:
+        own_setting = train_setting(setup, setup.train_batch_size, own_compile_mode(setup))
+        training = "" if train_ratio is None else f"training {train_ratio:.2f}x at {own_setting}, same batches; "
         summary += (f"\n\n**Over the official code itself: decoding {decode_ratio:.2f}x at {setting}, same users; "
-                    f"training {train_ratio:.2f}x at batch {setup.train_batch_size}, same batches; same run.**")
+                    f"{training}same run.**")
     rates = ", ".join(f"{precision} {format_number(rate)} TFLOP/s" for precision, rate in report.matmul_rates.items())
     notes = "\n".join([
         f"- Setup: {setup.describe()}.",
@@ -478,8 +532,12 @@ def markdown_sections(report: SpeedReport) -> list[tuple[str, str]]:
         "- Training of LLaDARec: calculate_loss (both corruptions in one forward) + backward + gradient clipping + "
         "AdamW (fused on CUDA), as LLaDARecTrainer; SASRec: CE loss + backward + Adam in fp32, as RecBole's Trainer.",
         f"- LLaDARec compiled (`compile: True`, torch.compile with dynamic=False; compilation falls in the "
-        f"warm-up): {'yes' if setup.compile else 'no'}. Attention mask: key-padding [B, 1, 1, N] (bidirectional "
-        f"attention), rows marked 'dense mask' use the dense [B, 1, N, N] mask instead.",
+        f"warm-up): {f'yes, mode {setup.compile_mode}' if setup.compile else 'no'}"
+        + (" (decoding; training rows name their compile mode, eager = compile: False)" if setup.compile_modes else "")
+        + ". Training batches are built once on the device and cycled: the timed step excludes the trainer's "
+        "host-to-device copy of each batch but includes tokenising it (calculate_loss). Attention mask: "
+        "key-padding [B, 1, 1, N] (bidirectional attention), rows marked 'dense mask' use the dense [B, 1, N, N] "
+        "mask instead.",
         *official_notes(setup),
     ])
     return [("", summary), ("Training", train_table), ("Decoding (full-sort recommendation)", decode_table),
@@ -519,6 +577,15 @@ def int_list(text: str) -> tuple[int, ...]:
     return tuple(int(value) for value in text.split(","))
 
 
+def mode_list(text: str) -> tuple[str, ...]:
+    modes = tuple(text.split(","))
+    unknown = [mode for mode in modes if mode not in (EAGER, *COMPILE_MODES)]
+    if unknown:
+        raise argparse.ArgumentTypeError(f"unknown compile modes {unknown}; expected some of {EAGER}, "
+                                         f"{', '.join(COMPILE_MODES)}")
+    return modes
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--small", action="store_true", help="shrunk sizes: a quick CPU check of the script")
@@ -534,6 +601,13 @@ def build_parser() -> argparse.ArgumentParser:
                         help="also time LLaDARec's training and its decoding at the official loop's T and B with the "
                              "dense attention mask")
     parser.add_argument("--compile", action="store_true", help="LLaDARec with compile: True (torch.compile)")
+    parser.add_argument("--compile_mode", choices=COMPILE_MODES, default="default",
+                        help="its compile_mode (torch.compile's mode), with --compile")
+    parser.add_argument("--compile_modes", type=mode_list, default=None,
+                        help=f"training rows for each of these modes, each on a fresh model, e.g. {EAGER},default,"
+                             f"reduce-overhead ({EAGER}: not compiled; else one of {', '.join(COMPILE_MODES)})")
+    parser.add_argument("--train_batch_grid", type=int_list, default=None,
+                        help="training rows for each of these batch sizes, e.g. 1024,2048 (default: 1024)")
     parser.add_argument("--label", default=None, help="suffix of the result files: speed_<hardware>-<label>")
     parser.add_argument("--gen_steps_grid", type=int_list, default=None, help="decoding T values, e.g. 4 or 1,2,4")
     parser.add_argument("--beams_grid", type=int_list, default=None, help="decoding B values, e.g. 50 or 10,20,50")
@@ -554,10 +628,12 @@ def main(argv: list[str] | None = None) -> int:
     setup = SMALL if args.small else SpeedSetup()
     changes = {"decode_users": args.decode_users, "decode_batch_size": args.decode_batch_size,
                "repeats": args.repeats, "train_steps": args.train_steps, "gen_steps_grid": args.gen_steps_grid,
-               "beams_grid": args.beams_grid}
+               "beams_grid": args.beams_grid, "compile_modes": args.compile_modes,
+               "train_batch_grid": args.train_batch_grid}
     setup = dataclasses.replace(setup, **{k: v for k, v in changes.items() if v is not None},
                                 run_reference=not args.no_reference, run_sasrec=not args.no_sasrec,
                                 compare_dense_mask=args.compare_dense_mask, compile=args.compile,
+                                compile_mode=args.compile_mode,
                                 official_dir=args.official_dir)
     device = pick_device(args.device)
     report = run_speed(setup, device)

@@ -27,7 +27,7 @@ from recbole_llada.decoding.beam_search import DECODING_ORDERS
 from recbole_llada.devices import PRECISIONS
 from recbole_llada.errors import UserInputError
 from recbole_llada.model.layers import ATTENTION_KINDS
-from recbole_llada.model.llada_rec import INIT_SCHEMES, ITEM_SCORER_LOSSES, ITEM_SCORERS, SCORING_MODES
+from recbole_llada.model.llada_rec import COMPILE_MODES, INIT_SCHEMES, ITEM_SCORER_LOSSES, ITEM_SCORERS, SCORING_MODES
 
 COMMAND_LINE = "--key=value overrides"
 
@@ -76,6 +76,7 @@ SCHEMA: dict[str, Rule] = {
     "decode_batch_size": _POSITIVE,
     "train_time_budget": Rule(float, minimum=0, exclusive_minimum=True, nullable=True),
     "init": Rule(str, choices=INIT_SCHEMES),
+    "compile_mode": Rule(str, choices=COMPILE_MODES),
     "precision": Rule(str, choices=PRECISIONS),
     "scoring": Rule(str, choices=SCORING_MODES),
     "valid_scoring": Rule(str, choices=SCORING_MODES),

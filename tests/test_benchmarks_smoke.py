@@ -25,6 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/ sits
 
 from benchmarks import common, quality, reference_decode, speed, tradeoff  # noqa: E402
 from conftest import tiny_config_dict, tiny_llada_config_dict, write_tiny_dataset  # noqa: E402
+from recbole_llada.model.llada_rec import LLaDARec  # noqa: E402
 from recbole_llada.training.quick_start import RunResult  # noqa: E402
 
 CPU = torch.device("cpu")
@@ -213,6 +214,24 @@ def test_speed_measures_every_setting_and_writes_md_and_csv(tmp_path):
     text = md_path.read_text()
     assert "Speed-up of our decoding over the official-style loop at T=2 B=5" in text
     assert "commit" in text and "hardware" in text
+
+
+def test_speed_times_training_for_every_compile_mode_and_batch_size(tmp_path, monkeypatch):
+    """--compile_modes x --train_batch_grid: one training row each, labelled; decoding uses the plain model."""
+    compiled_modes = []  # no compiler on CPU: the mode each model would compile with is only recorded
+    monkeypatch.setattr(LLaDARec, "compile", lambda self, **kwargs: compiled_modes.append(kwargs["mode"]))
+    speed.main(["--small", "--device=cpu", f"--out_dir={tmp_path}", "--no_reference", "--no_sasrec",
+                "--compile_modes=eager,max-autotune-no-cudagraphs", "--train_batch_grid=4,8", "--gen_steps_grid=1",
+                "--beams_grid=2", "--repeats=1", "--train_steps=1", "--label=grid"])
+    with open(tmp_path / "speed_cpu-small-grid.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert [(r["task"], r["setting"], r["batch"]) for r in rows] == [
+        ("train", "batch 4, eager", "4"), ("train", "batch 8, eager", "8"),
+        ("train", "batch 4, compile max-autotune-no-cudagraphs", "4"),
+        ("train", "batch 8, compile max-autotune-no-cudagraphs", "8"), ("decode", "T=1 B=2", "16")]
+    assert compiled_modes == ["max-autotune-no-cudagraphs"]
+    with pytest.raises(SystemExit):
+        speed.main(["--small", "--device=cpu", "--compile_modes=eager,fast"])
 
 
 # The official LLaDA-Rec code is never in this repository: a local checkout, named by $OFFICIAL as on the device

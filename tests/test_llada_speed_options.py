@@ -78,7 +78,7 @@ def test_compile_key_compiles_the_forward_in_place(tiny_world, monkeypatch):
         compiled = new_model(tiny_world)
     finally:
         config["compile"] = False
-    assert options == [{"dynamic": False}]
+    assert options == [{"dynamic": False, "mode": "default"}]
     assert list(compiled.state_dict()) == list(plain.state_dict())
 
     batch = first_batch(train)
@@ -98,3 +98,34 @@ def test_compile_key_compiles_the_forward_in_place(tiny_world, monkeypatch):
     with torch.no_grad():
         assert torch.allclose(compiled.code_log_probs(history, partial), plain.code_log_probs(history, partial),
                               atol=1e-5)
+
+
+@pytest.mark.parametrize("mode, cuda_graphs", [("reduce-overhead", True), ("max-autotune", True),
+                                               ("max-autotune-no-cudagraphs", False)])
+def test_compile_mode_reaches_torch_compile(tiny_world, monkeypatch, mode, cuda_graphs):
+    """`compile_mode` is torch.compile's mode; under CUDA graphs every forward marks a new CUDA-graph step."""
+    options, marks = [], []
+    monkeypatch.setattr(torch, "compile", lambda function, **kwargs: options.append(kwargs) or function)
+    monkeypatch.setattr(torch.compiler, "cudagraph_mark_step_begin", lambda: marks.append("step"))
+    config, train, _, _ = tiny_world
+    config["compile"], config["compile_mode"] = True, mode
+    try:
+        model = new_model(tiny_world)
+    finally:
+        config["compile"], config["compile_mode"] = False, "default"
+    assert options == [{"dynamic": False, "mode": mode}]
+    assert model.uses_cuda_graphs is cuda_graphs
+    model.calculate_loss(first_batch(train)).backward()
+    assert marks == (["step"] if cuda_graphs else [])
+
+
+def test_a_bad_compile_mode_is_refused_only_when_compiling(tiny_world):
+    config, _, _, _ = tiny_world
+    config["compile_mode"] = "fastest"
+    try:
+        assert not new_model(tiny_world).uses_cuda_graphs  # compile: False never reads compile_mode
+        config["compile"] = True
+        with pytest.raises(ValueError, match="compile_mode must be one of .*'fastest'"):
+            new_model(tiny_world)
+    finally:
+        config["compile"], config["compile_mode"] = False, "default"

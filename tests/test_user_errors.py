@@ -54,6 +54,7 @@ def on_tiny(data_path: Path, *argv: str) -> list[str]:
     ("--epochs=abc", "'epochs' is 'abc'"),
     ("--dropout_prob=1.5", "<= 1"),
     ("--gen_order=sideways", "one of adaptive, left2right"),
+    ("--compile_mode=fast", "'compile_mode' is 'fast'"),
     ("--constrained_decoding=yes", "true or false"),
     ("--sid_tokenizer=foo", "sid_tokenizer must be one of"),
     ("--sid_length=abc", "'sid_length' is 'abc'"),

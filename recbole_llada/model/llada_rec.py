@@ -67,6 +67,9 @@ SCORER_MODES = ("scorer", "scorer_hybrid", "fused")
 ITEM_SCORERS = ("none", "sid")
 ITEM_SCORER_LOSSES = ("scorer", "fused")
 DECODING_SETTINGS = ("scoring", "num_beams", "gen_steps", "gen_order", "rescore_candidates")
+# torch.compile's modes (``compile_mode``); the two that capture CUDA graphs (see ``hidden_states``).
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+CUDA_GRAPH_COMPILE_MODES = ("reduce-overhead", "max-autotune")
 
 
 def check_scoring(key: str, scoring: str, item_scorer: str) -> None:
@@ -144,10 +147,16 @@ class LLaDARec(SequentialRecommender):
                                         if config["item_scorer_id_embedding"] else None)
         if self.scorer_backbone:
             self._load_frozen_backbone(self.scorer_backbone)
+        # True: the compiled forward replays CUDA graphs, whose outputs the next replay overwrites (hidden_states).
+        self.uses_cuda_graphs = False
         if config["compile"]:
+            compile_mode = config["compile_mode"]
+            if compile_mode not in COMPILE_MODES:
+                raise ValueError(f"compile_mode must be one of {COMPILE_MODES}, got {compile_mode!r}")
+            self.uses_cuda_graphs = compile_mode in CUDA_GRAPH_COMPILE_MODES
             # In place: calls of the model (training and decoding) run the compiled forward; parameter names
             # and checkpoints stay those of the plain module. dynamic=False: one graph per input shape.
-            self.compile(dynamic=False)
+            self.compile(dynamic=False, mode=compile_mode)
 
     def _init_parameters(self, init: str) -> None:
         """``official``: what the official code actually runs. It builds ``LLaDAModelLM(config)`` with
@@ -222,6 +231,20 @@ class LLaDARec(SequentialRecommender):
                                     dense=self.dense_attention_mask)
         return self.encoder(self.embedding_dropout(hidden), mask, n_outputs)
 
+    def hidden_states(self, tokens: torch.Tensor, n_outputs: int | None = None) -> torch.Tensor:
+        """``self(tokens, n_outputs)``, as every caller in this class runs the mask predictor.
+
+        Under CUDA graphs (``compile_mode``: reduce-overhead or max-autotune) the forward's output lives in the
+        graph's memory pool until the next replay overwrites it, and torch.compile guesses where one iteration
+        ends (training: a forward after the previous backward; inference: every call). Each caller here uses
+        the output before the next forward (training: one forward of all corruptions, then backward; decoding:
+        turned into log-probs or scorer logits at once), so each forward starts a new CUDA-graph step, marked
+        explicitly: once marked, torch stops guessing, so it is marked before every forward, never only some.
+        """
+        if self.uses_cuda_graphs:
+            torch.compiler.cudagraph_mark_step_begin()
+        return self(tokens, n_outputs)
+
     def logits(self, hidden: torch.Tensor) -> torch.Tensor:
         """Hidden states [..., d] -> vocabulary logits [..., V], divided by the temperature."""
         return self.output(hidden) / self.temperature
@@ -285,7 +308,7 @@ class LLaDARec(SequentialRecommender):
         if self.item_scorer != "none":
             inputs.append(torch.cat([history, torch.full_like(target, self.mask_token)], dim=1))
         # One forward over all corruptions: same FLOPs as separate calls, fewer kernel launches.
-        hidden = self(torch.cat(inputs, dim=0))
+        hidden = self.hidden_states(torch.cat(inputs, dim=0))
         item_logits = self.logits(hidden[:batch_size, -n_target:])
         his_logits = self.logits(hidden[batch_size: 2 * batch_size])
 
@@ -359,7 +382,7 @@ class LLaDARec(SequentialRecommender):
         target = torch.where(partial >= 0, partial + self.head_offset, self.mask_token)
         tokens = torch.cat([history.unsqueeze(1).expand(-1, n_beams, -1), target], dim=2)
         with self.autocast():
-            hidden = self(tokens.reshape(batch_size * n_beams, -1), n_outputs=self.sid_length)
+            hidden = self.hidden_states(tokens.reshape(batch_size * n_beams, -1), n_outputs=self.sid_length)
         return self.head_log_probs(hidden).view(batch_size, n_beams, self.sid_length, self.codebook_size)
 
     def head_log_probs(self, target_hidden: torch.Tensor) -> torch.Tensor:
@@ -375,7 +398,7 @@ class LLaDARec(SequentialRecommender):
         """History tokens [B, L*M] -> hidden states [B, M, d] of the fully masked target block (one forward)."""
         tokens = torch.cat([history, history.new_full((history.shape[0], self.sid_length), self.mask_token)], dim=1)
         with self.autocast():
-            return self(tokens, n_outputs=self.sid_length)
+            return self.hidden_states(tokens, n_outputs=self.sid_length)
 
     @staticmethod
     def sid_log_likelihood(log_probs: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
