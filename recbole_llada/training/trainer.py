@@ -25,6 +25,7 @@ import math
 import time
 
 import torch
+from recbole.data.interaction import Interaction
 from recbole.utils import set_color
 from torch.nn.utils import clip_grad_norm_
 from tqdm import tqdm
@@ -41,6 +42,15 @@ def warmup_cosine(step: int, total_steps: int, warmup_steps: int) -> float:
     return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
 
 
+def to_device(interaction: Interaction, device: torch.device) -> Interaction:
+    """``interaction.to(device)`` without its host sync: RecBole copies each field with a blocking copy, which
+    waits for all queued GPU work, so the next batch's kernels cannot be queued while this one computes (costly
+    at small per-GPU batches, where launching kernels takes about as long as running them). A non-blocking copy
+    from pageable memory is safe: CUDA stages the source before the call returns."""
+    return Interaction({name: tensor.to(device, non_blocking=True)
+                        for name, tensor in interaction.interaction.items()})
+
+
 class LLaDARecTrainer(ResumableTrainer):
     def __init__(self, config, model):
         super().__init__(config, model)
@@ -52,6 +62,17 @@ class LLaDARecTrainer(ResumableTrainer):
         self.epoch_loss_parts: tuple[float, ...] | None = None  # the model's loss parts, summed over the last epoch
         # Wall seconds of every epoch trained and every validation run (benchmarks compare runs by their medians).
         self.epoch_seconds: dict[str, list[float]] = {"training": [], "evaluating": []}
+        self._reduce_hook_input: torch.Tensor | None = None  # set_reduce_hook's dummy input, made once
+
+    def set_reduce_hook(self):
+        """RecBole's (one DistributedDataParallel forward of an identity, so that the backward all-reduces the
+        gradients), with its dummy input made on the device once instead of copied there, a host sync, every step."""
+        if self._reduce_hook_input is None:
+            self._reduce_hook_input = torch.zeros(1, dtype=torch.long, device=self.device)
+        forward = self.model.forward
+        self.model.forward = lambda x: x
+        self.distributed_model(self._reduce_hook_input)
+        self.model.forward = forward
 
     @property
     def _budget_spent(self) -> bool:
@@ -105,7 +126,7 @@ class LLaDARecTrainer(ResumableTrainer):
         total_loss = torch.zeros((), device=self.device)
         loss_parts = None
         for interaction in batches:
-            interaction = interaction.to(self.device)
+            interaction = to_device(interaction, self.device)
             self.optimizer.zero_grad(set_to_none=True)
             sync_loss = 0
             if not self.config["single_spec"]:
