@@ -288,6 +288,37 @@ def check_semantic_id_config(config: Any) -> None:
             if not Path(path).is_file():
                 raise UserInputError(f"{key} {path!r} does not exist: item_embedding: file reads the item vectors "
                                      "from it. Fix the path, or use item_embedding: text or collaborative.")
+    _check_pca_width(sid)
+
+
+def _collaborative_width(sid: Any) -> tuple[int, str] | None:
+    """Width of the item vectors ``item_embedding: collaborative`` feeds the PCA, and the keys that set it; None when
+    the width is only known once the data is loaded (text or file vectors, alone or fused with collaborative ones).
+
+    SASRec's item table is ``sid_collab_hidden_size`` wide, the transition SVD keeps ``sid_cooc_dim`` singular
+    vectors, and fusing both concatenates them (``LLaDARecDataset._item_embeddings``, ``fuse_embeddings``)."""
+    if sid.item_embedding != "collaborative":
+        return None
+    widths = {"sasrec": (sid.collab_hidden_size, f"sid_collab_hidden_size ({sid.collab_hidden_size})"),
+              "cooccurrence": (sid.cooc_dim, f"sid_cooc_dim ({sid.cooc_dim})")}
+    parts = [widths[source] for source in sid.collab_source.split("+")]
+    return sum(width for width, _ in parts), " + ".join(name for _, name in parts)
+
+
+def _check_pca_width(sid: Any) -> None:
+    """``sid_pca_dim`` within the width of collaborative item vectors. Every tokenizer whitens the vectors with a
+    PCA first (``sid.build._quantize``), which cannot keep more axes than the vectors have; without this check the
+    mistake surfaces only after the data is loaded (and SASRec trained)."""
+    known = _collaborative_width(sid)
+    if sid.pca_dim <= 0 or known is None:
+        return
+    width, keys = known
+    if sid.pca_dim > width:
+        raise UserInputError(
+            f"sid_pca_dim is {sid.pca_dim}, but item_embedding: collaborative with sid_collab_source: "
+            f"{sid.collab_source} gives {width}-dimensional item vectors (width = {keys}), and the PCA cannot keep "
+            f"more axes than that: set sid_pca_dim to at most {width} or 0 (no PCA), or widen the vectors."
+        )
 
 
 def check_item_scorer(config: Any) -> None:

@@ -78,6 +78,37 @@ def test_a_missing_item_scorer_backbone_is_named_before_any_data_is_loaded(tiny_
     assert "item_scorer_backbone 'missing.pth' does not exist" in message
 
 
+def test_a_pca_wider_than_the_collaborative_vectors_is_refused_before_any_data_is_loaded(tiny_data_path, capsys,
+                                                                                          no_data_loading):
+    # sid_pca_dim defaults to 128, sid_cooc_dim to 64: the transition SVD's 64 axes cannot feed a 128-axis PCA.
+    message = user_error(capsys, "--model=LLaDARec", *on_tiny(tiny_data_path, "--item_embedding=collaborative",
+                                                               "--sid_collab_source=cooccurrence"))
+    assert "sid_pca_dim is 128" in message and "sid_cooc_dim (64)" in message
+    assert "set sid_pca_dim to at most 64 or 0 (no PCA)" in message
+
+
+@pytest.mark.parametrize("values", [
+    {"sid_collab_source": "cooccurrence", "sid_cooc_dim": 64, "sid_pca_dim": 64},  # as wide as the vectors
+    {"sid_collab_source": "cooccurrence", "sid_cooc_dim": 64, "sid_pca_dim": 0},  # no PCA
+    {"sid_collab_source": "sasrec+cooccurrence", "sid_collab_hidden_size": 128, "sid_cooc_dim": 64,
+     "sid_pca_dim": 128},  # fused: 128 + 64 = 192 axes
+    {"sid_collab_source": "sasrec", "sid_collab_hidden_size": 128, "sid_pca_dim": 128},
+])
+def test_a_pca_within_the_collaborative_vectors_is_accepted(values):
+    config_check.check_semantic_id_config({"item_embedding": "collaborative", **values})
+
+
+def test_the_pca_width_is_left_to_the_data_when_content_vectors_feed_the_sids():
+    # Text or file vectors have a width known only once they are read; the PCA checks it then.
+    config_check.check_semantic_id_config({"item_embedding": "text+collaborative", "sid_collab_source": "cooccurrence",
+                                           "sid_cooc_dim": 16, "sid_pca_dim": 128})
+
+
+def test_the_scientific_benchmark_config_passes_the_pca_check():
+    values = config_check.load_user_config_file(REPO / "benchmarks" / "configs" / "LLaDARec-Scientific-h200.yaml")
+    config_check.check_semantic_id_config(values)
+
+
 def test_debug_shows_the_traceback(tiny_data_path, monkeypatch):
     with pytest.raises(UserInputError, match="learning_rat"):
         main(["--model=SASRec", "--debug", *on_tiny(tiny_data_path, "--learning_rat=0.5")])
