@@ -378,6 +378,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     use_cuda = torch.cuda.is_available() and not args.small
+    # Named before the loader part: RecBole's Config rewrites CUDA_VISIBLE_DEVICES, after which the device is
+    # no longer addressable from this process.
+    slug = (hardware_slug(torch.device("cuda", 0) if use_cuda else torch.device("cpu"))
+            + ("-small" if args.small else "") + (f"-{args.label}" if args.label else ""))
     if use_cuda and torch.cuda.device_count() < args.nproc:
         parser.error(f"--nproc={args.nproc} needs {args.nproc} GPUs, found {torch.cuda.device_count()}")
     batches = tuple(int(b) for b in (args.batch_sizes or ("8,16" if args.small else "512,1024")).split(","))
@@ -393,7 +397,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     loader_rows = measure_loader(dataset, args.data_path, split_config_files(args.config_files), loader_batch,
                                  args.nproc, device)
 
-    slug = hardware_slug(device) + ("-small" if args.small else "") + (f"-{args.label}" if args.label else "")
     md_path, _ = write_report(plan, step_rows, loader_rows, args.out_dir, slug, f"{dataset}, global batch "
                               f"{loader_batch}")
     print(md_path.read_text())

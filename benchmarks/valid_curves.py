@@ -25,10 +25,14 @@ from recbole_llada.training.results import markdown_table, provenance
 SELECTION = "selection"  # the curve RecBole selects on (valid_metric under valid_scoring)
 _VALID_SCORE = re.compile(r"epoch (\d+) evaluating \[.*valid_score: ([0-9.]+)\]")
 _EXTRA = re.compile(r"epoch (\d+) valid (\S+): ([0-9.]+)")
+_FIRST_EPOCH = re.compile(r"epoch 0 training \[")
 
 
 def read_curves(log: str) -> dict[str, dict[int, float]]:
-    """{curve name: {epoch: score}} from one log's text; SELECTION is RecBole's valid_score."""
+    """{curve name: {epoch: score}} of the last training in one log's text; SELECTION is RecBole's valid_score.
+    Only the last training counts: a log with collaborative SIDs first holds the SASRec trained for them."""
+    starts = [match.start() for match in _FIRST_EPOCH.finditer(log)]
+    log = log[starts[-1]:] if starts else log
     curves: dict[str, dict[int, float]] = {}
     for epoch, score in _VALID_SCORE.findall(log):
         curves.setdefault(SELECTION, {})[int(epoch)] = float(score)

@@ -30,6 +30,17 @@ def test_curves_are_read_from_the_log_and_the_first_best_epoch_wins():
     assert valid_curves.best(curves["marginal"]) == (3, 0.015)
 
 
+def test_only_the_last_training_in_a_log_makes_the_curves():
+    # A run on collaborative SIDs first trains the SASRec that provides them, in the same log.
+    sasrec = """30 Nov 08:30    INFO  epoch 0 training [time: 8.40s, train loss: 9674.9690]
+30 Nov 08:30    INFO  epoch 0 evaluating [time: 0.35s, valid_score: 0.023600]
+30 Nov 08:30    INFO  epoch 1 training [time: 8.40s, train loss: 9074.9690]
+30 Nov 08:30    INFO  epoch 1 evaluating [time: 0.35s, valid_score: 0.030000]
+"""
+    model = "30 Nov 08:39    INFO  epoch 0 training [time: 9.80s, train loss: 2594.6973]\n" + LOG
+    assert valid_curves.read_curves(sasrec + model) == valid_curves.read_curves(LOG)
+
+
 def test_curve_files_hold_every_point_and_the_best_epochs(tmp_path):
     path = valid_curves.write_curves({"run": valid_curves.read_curves(LOG)}, "t", tmp_path)
     with open(tmp_path / "valid_curves_t.csv", newline="") as f:
