@@ -6,7 +6,7 @@ run but without loading a dataset. Measured on CUDA when present, else on CPU:
 
 - training: samples/s of LLaDARec's step as LLaDARecTrainer runs it (calculate_loss under bf16 autocast on CUDA,
   backward, gradient clipping, AdamW fused on CUDA) and of SASRec's as RecBole's Trainer runs it (fp32, Adam); the
-  implied epoch over Scientific's 310,977 training sequences;
+  implied epoch over Scientific's 259,992 training sequences;
 - decoding: users/s and peak memory of LLaDARec.full_sort_predict for T in {1, 2, 4} x B in {10, 20, 50}, of the
   official-style loop (benchmarks/reference_decode.py) at T = 4, B = 50 on the same users, and of SASRec's
   full-sort scoring; the implied time for Scientific's 50,985 test users;
@@ -76,7 +76,9 @@ class SpeedSetup:
     n_heads: int = 4
     mlp_ratio: int = 4
     train_batch_size: int = 1024
-    train_sequences: int = 310_977  # Scientific: 412,947 interactions - 2 x 50,985 held out (valid, test)
+    # Scientific's training targets: 412,947 interactions - 3 x 50,985 (each user's validation and test items are held
+    # out, and the first item has no history to predict it from): 254 batches of 1024, as RecBole's loader yields.
+    train_sequences: int = 259_992
     test_users: int = 50_985
     decode_users: int = 2048  # users per full_sort_predict call: the protocol's eval_batch_size
     decode_batch_size: int = 256  # users per decoding forward (LLaDARec.yaml)
