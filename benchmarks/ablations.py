@@ -55,6 +55,9 @@ KINDS = ("trained", "decode")
 METRICS = quality.METRICS
 AGREEMENT_METRIC = "ndcg@10"  # the paper's figures plot NDCG@10 / Recall@10; the direction is checked on NDCG@10
 LOADING_KEYS = ("data_path", "device")  # overrides that say where to load a checkpoint, not how to decode it
+# Overrides that say where a run writes, not what it computes: runs that differ only in them are one experiment (two
+# GPUs' queues give each run a checkpoint folder of its own, and must still share the full model between studies).
+OUTPUT_KEYS = ("checkpoint_dir", "sid_cache_dir")
 ROW_COLUMNS = ("label", "seed", "status", "note", *METRICS, "users", "decode_seconds", "decode_ms_per_user",
                "train_seconds", "variant_overrides", "settings", "checkpoint", "test_result", "commit", "hardware",
                "date", "command")
@@ -166,8 +169,9 @@ def overrides_text(overrides: Mapping[str, Any]) -> str:
 
 def settings_text(overrides: Mapping[str, Any], config_files: Sequence[str] = (), checkpoints_label: str = "") -> str:
     """The user's overrides, config files and checkpoints label as the rows record them: rows of equal settings are
-    one experiment."""
-    return overrides_text({**overrides, **({"config_files": list(config_files)} if config_files else {}),
+    one experiment. Where runs write (OUTPUT_KEYS) is left out."""
+    computed = {key: value for key, value in overrides.items() if key not in OUTPUT_KEYS}
+    return overrides_text({**computed, **({"config_files": list(config_files)} if config_files else {}),
                            **({"checkpoints_label": checkpoints_label} if checkpoints_label else {})})
 
 

@@ -206,6 +206,17 @@ def test_summary_agreement_and_noise_on_hand_made_rows():
     assert ablations.agreement_sentence(study, checked).startswith("1 of 3 rows go the paper's direction")
 
 
+def test_where_runs_write_is_not_part_of_their_settings():
+    # Two GPUs' queues give every run a checkpoint folder (and may give a cache) of its own; they are still one
+    # experiment, so that one study reuses another's run of the same configuration.
+    base = {"epochs": 30, "data_path": "/data"}
+    one = ablations.settings_text({**base, "checkpoint_dir": "/w/runs/q0-1", "sid_cache_dir": "/w/c0"}, ["a.yaml"])
+    other = ablations.settings_text({**base, "checkpoint_dir": "/w/runs/q1-3"}, ["a.yaml"])
+    assert one == other == ablations.settings_text(base, ["a.yaml"])
+    assert ablations.settings_text({**base, "epochs": 60}, ["a.yaml"]) != one
+    assert ablations.settings_text(base, ["b.yaml"]) != one
+
+
 def test_rows_of_earlier_settings_keep_a_table_of_their_own(tmp_path):
     study = STUDIES["order"]
     old = [dict(hand_row("adaptive", 1, 0.0111), settings='{"old": 1}', checkpoint="old.pth"),
