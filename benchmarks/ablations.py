@@ -628,6 +628,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error("--checkpoints gives one seed per checkpoint; leave --seeds out")
     if args.checkpoints_label and not checkpoints:
         parser.error("--checkpoints_label names the checkpoints of --checkpoints")
+    missing = [str(path) for path in checkpoints if not path.is_file()]
+    if missing:
+        parser.error(f"--checkpoints: no such file: {', '.join(missing)}")
     if args.summary_only:
         md_path = write_report(study, args.dataset, args.results_dir)
     else:

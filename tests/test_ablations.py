@@ -177,6 +177,14 @@ def test_checkpoints_are_refused_for_a_trained_study(setup, tmp_path):
         run_study("losses", setup, tmp_path, f"--checkpoints={setup[2]}")
 
 
+def test_missing_checkpoints_are_refused_before_any_work(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        ablations.main(["--study=decoding", f"--dataset={TINY_DATASET}", f"--results_dir={tmp_path}",
+                        f"--checkpoints={tmp_path / 'gone.pth'}"])
+    assert f"--checkpoints: no such file: {tmp_path / 'gone.pth'}" in capsys.readouterr().err
+    assert not list(tmp_path.iterdir())
+
+
 # ----- the report on hand-made rows ---------------------------------------------------------------------------
 
 def hand_row(label: str, seed: int, ndcg: float, status: str = "ok", note: str = "") -> dict[str, str]:
