@@ -3,7 +3,8 @@
     python benchmarks/valid_curves.py --name=Beauty_schedules LABEL=path/to/run.log [LABEL=other.log ...]
 
 Reads RecBole's ``epoch N evaluating [..., valid_score: X]`` lines (and any ``epoch N valid <scoring>: ...`` lines
-that ``LLaDARecTrainer`` writes when ``valid_extra_scorings`` is set), writes
+that ``LLaDARecTrainer`` writes when ``valid_extra_scorings`` is set) of the last training in each log (a run on
+collaborative SIDs first logs the SASRec trained for them), writes
 ``<results_dir>/valid_curves_<name>.{md,csv,png}``: per run, the epoch of the best score and the best score of each
 curve, and the curves themselves (the PNG needs matplotlib).
 """
