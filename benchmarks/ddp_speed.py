@@ -296,10 +296,10 @@ NOTES = """\
 What can hold RecBole's DDP training below N x one GPU (read from RecBole 1.2.1 and our trainer; the tables above
 measure the parts that can be measured apart):
 - Per-rank batch: RecBole divides `train_batch_size` by the world size (AbstractDataLoader: `step //= world_size`),
-  so 2 GPUs run 304 steps of 512 each where one GPU runs 304 of 1024. A step of 512 costs more than half a step
-  of 1024 (kernel launches, the optimizer step and gradient clipping cost the same at any batch): compare the
-  world-size-1 rows of the per-rank and the global batch. The speed-up at the same per-rank batch separates this
-  from the communication.
+  so on Scientific 2 GPUs run 254 steps of 512 each where one GPU runs 254 of 1024. A step of 512 costs more than
+  half a step of 1024 (kernel launches, the optimizer step and gradient clipping cost the same at any batch):
+  compare the world-size-1 rows of the per-rank and the global batch. The speed-up at the same per-rank batch
+  separates this from the communication.
 - Host syncs per step: RecBole's `interaction.to(device)` copies each field with a blocking copy and
   `set_reduce_hook` copies a dummy `LongTensor([0])` to the GPU every step: each waits for all queued GPU work, so
   the CPU cannot queue step i+1 (nor collate its batch) while step i computes. Fixed in LLaDARecTrainer
@@ -378,10 +378,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     use_cuda = torch.cuda.is_available() and not args.small
+    device = torch.device("cuda", 0) if use_cuda else torch.device("cpu")
     # Named before the loader part: RecBole's Config rewrites CUDA_VISIBLE_DEVICES, after which the device is
     # no longer addressable from this process.
-    slug = (hardware_slug(torch.device("cuda", 0) if use_cuda else torch.device("cpu"))
-            + ("-small" if args.small else "") + (f"-{args.label}" if args.label else ""))
+    slug = hardware_slug(device) + ("-small" if args.small else "") + (f"-{args.label}" if args.label else "")
     if use_cuda and torch.cuda.device_count() < args.nproc:
         parser.error(f"--nproc={args.nproc} needs {args.nproc} GPUs, found {torch.cuda.device_count()}")
     batches = tuple(int(b) for b in (args.batch_sizes or ("8,16" if args.small else "512,1024")).split(","))
@@ -393,7 +393,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     step_rows = measure_steps(plan)
 
     dataset = args.dataset or ("ml-100k" if args.small else "Scientific")
-    device = torch.device("cuda", 0) if use_cuda else torch.device("cpu")
     loader_rows = measure_loader(dataset, args.data_path, split_config_files(args.config_files), loader_batch,
                                  args.nproc, device)
 
