@@ -130,13 +130,14 @@ def table(results: Sequence[Result], bars: Mapping[str, Bar]) -> tuple[str, list
         bar = bars[r.dataset]
         gaps = [bar.versus_target(r, m) for m in BAR_METRICS]
         cleared = bar.cleared(r)
-        md_rows.append([r.dataset, r.source if r.source != "run" else "quality run", r.name, r.seeds,
+        where = f"`{r.dataset}.md`" if r.source == "run" else f"`ablation_decoding_{r.dataset}.md`: {r.source}"
+        md_rows.append([r.dataset, where, r.name, r.seeds,
                         *(_mean_std(r, m) for m in BAR_METRICS), *(f"{100 * g:+.0f}%" for g in gaps),
                         format_number(r.decode_ms), "**yes**" if cleared else "no"])
         csv_rows.append([r.dataset, r.source, r.name, r.seeds,
                          *(v for m in BAR_METRICS for v in (r.mean[m], "" if r.std.get(m) is None else r.std[m])),
                          *gaps, "" if r.decode_ms is None else r.decode_ms, cleared])
-    md = markdown_table(["dataset", "checkpoints", "model / mode", "seeds", "Recall@10", "NDCG@10",
+    md = markdown_table(["dataset", "from", "model / mode", "seeds", "Recall@10", "NDCG@10",
                          "Recall@10 vs target", "NDCG@10 vs target", "decode ms/user", "bar cleared?"], md_rows)
     header = ["dataset", "source", "name", "seeds", "recall@10_mean", "recall@10_std", "ndcg@10_mean", "ndcg@10_std",
               "recall@10_vs_target", "ndcg@10_vs_target", "decode_ms_per_user", "cleared"]

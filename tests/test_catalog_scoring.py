@@ -91,7 +91,8 @@ def test_main_writes_the_table_the_csv_and_the_plot(results_dir):
         add_decoded(results_dir, "fused", seed, 0.12 + 0.001 * seed, 0.06, "1x NVIDIA H200")
     assert catalog_scoring.main([f"--datasets={DATASET}", f"--results_dir={results_dir}"]) == 0
     md = (results_dir / "catalog_scoring.md").read_text()
-    assert "| toy | quality run | LLaDARec (official init) | 3 |" in md and "-10%" in md  # 0.095 / 0.105 - 1
+    assert "| toy | `toy.md` | LLaDARec (official init) | 3 |" in md and "-10%" in md  # 0.095 / 0.105 - 1
+    assert "| toy | `ablation_decoding_toy.md`: backbone + adapter | fused | 3 |" in md
     assert "cleared on: toy of toy" in md
     csv_rows = quality.read_runs(results_dir / "catalog_scoring.csv")
     assert [row["name"] for row in csv_rows] == ["LLaDARec (official init)", "fused"]
