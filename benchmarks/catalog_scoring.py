@@ -11,16 +11,17 @@ Reads what quality.py and ablations.py wrote; trains and decodes nothing. Per da
 - every mode of each decoding study in ``ablation_decoding_<dataset>.csv`` whose rows ran on ``--hardware`` with at
   least ``--min_seeds`` seeds (one study = one checkpoints label and settings, one checkpoint per seed).
 A row clears the bar when it has at least ``--min_seeds`` seeds and, on both metrics, its mean reaches the target and
-its gain over the best baseline is larger than the seed spread (the larger sample std of the two sides). Writes ``catalog_scoring.{md,csv,png}``: the table,
-and NDCG@10 against decode milliseconds per test user, one panel per dataset, the best baseline and the target drawn
-across it. ``catalog_scoring_verdict.md``, where it exists, becomes the table's "Verdict" section.
+its gain over the best baseline is larger than the seed spread (the larger sample std of the two sides).
+
+Writes ``catalog_scoring.{md,csv,png}``: the table, and NDCG@10 against decode milliseconds per test user, one panel
+per dataset, the best baseline and the target drawn across it. ``catalog_scoring_verdict.md``, where it exists,
+becomes the table's "Verdict" section.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -218,7 +219,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         ("Targets", targets_table(bars)),
         ("Every LLaDARec row against its target", md),
         ("Summary", f"The bar (the best baseline +{100 * MARGIN:.0f}% on Recall@10 and NDCG@10, each gain larger "
-                    f"than the seed spread, over at least {args.min_seeds} seeds) is cleared on: {', '.join(cleared) or 'none'} of {', '.join(datasets)}."),
+                    f"than the seed spread, over at least {args.min_seeds} seeds) is cleared on: "
+                    f"{', '.join(cleared) or 'none'} of {', '.join(datasets)}."),
     ]
     verdict = args.results_dir / "catalog_scoring_verdict.md"
     if verdict.exists():

@@ -466,7 +466,8 @@ def test_every_row_of_the_result_tables_has_its_experiment_entry():
                     "official code, same data and SIDs"}
     for dataset, name in (("Beauty", "beauty"), ("Scientific", "scientific"), ("ml-100k", "ml-100k")):
         experiment = quality.load_experiment(root / "benchmarks" / "experiments" / f"{name}.yaml")
-        labels = {row["label"] for row in quality.read_runs(quality.runs_path(root / "benchmarks" / "results", dataset))}
+        runs = quality.read_runs(quality.runs_path(root / "benchmarks" / "results", dataset))
+        labels = {row["label"] for row in runs}
         assert labels - side_by_side <= {labelled.label for labelled in experiment.runs}, dataset
 
 
