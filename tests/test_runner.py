@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import csv
 import math
+import subprocess
 
 import pytest
 
 from recbole_llada.cli.run import main
 from recbole_llada.errors import UserInputError
 from recbole_llada.training import quick_start
+from recbole_llada.training.results import git_commit
 
 from conftest import tiny_config_dict
 
@@ -103,3 +105,21 @@ def test_the_demo_is_its_own_config_file_that_make_demo_names():
     assert f"--config_files={demo.relative_to(demo.parents[2])}" in makefile
     config = quick_start.build_config("LLaDARec", "ml-100k", [str(demo)])
     assert (config["hidden_size"], config["epochs"], config["sid_codebook_size"]) == (32, 6, 64)
+
+
+def test_the_recorded_commit_is_dirty_for_changed_code_not_for_changed_results(tmp_path, monkeypatch):
+    monkeypatch.delenv("RECBOLE_LLADA_COMMIT", raising=False)
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@t", "-C", str(tmp_path)]
+    (tmp_path / "benchmarks" / "results").mkdir(parents=True)
+    (tmp_path / "code.py").write_text("x = 1\n")
+    (tmp_path / "benchmarks" / "results" / "table.md").write_text("| a |\n")
+    for command in (["init", "-q"], ["add", "-A"], ["commit", "-q", "-m", "one"]):
+        subprocess.run([*git, *command], check=True)
+    head = subprocess.run([*git, "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+    assert git_commit(tmp_path) == head
+    (tmp_path / "benchmarks" / "results" / "table.md").write_text("| b |\n")  # a regenerated table
+    assert git_commit(tmp_path / "benchmarks") == head
+    (tmp_path / "code.py").write_text("x = 2\n")
+    assert git_commit(tmp_path) == head + "+dirty"
+    monkeypatch.setenv("RECBOLE_LLADA_COMMIT", "abc1234")  # a copy without .git (the GPU machines)
+    assert git_commit(tmp_path) == "abc1234"

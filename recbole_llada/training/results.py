@@ -26,17 +26,24 @@ class ComparisonRow:
     test_seconds: float
 
 
-def git_commit() -> str:
-    """The checkout's commit; ``RECBOLE_LLADA_COMMIT`` names it where the code runs from a copy without .git."""
+# What the benchmarks write and record: changed files there say nothing about the code that produced a result.
+RESULT_PATHS = ("benchmarks/results", "benchmarks/history")
+
+
+def git_commit(checkout: Path = Path(__file__).resolve().parent) -> str:
+    """The commit of the checkout holding ``checkout`` (this package's), ``+dirty`` when tracked files outside
+    RESULT_PATHS differ from it (regenerating one result table must not mark the next as made by modified code);
+    ``RECBOLE_LLADA_COMMIT`` names it where the code runs from a copy without .git."""
     if os.environ.get("RECBOLE_LLADA_COMMIT"):
         return os.environ["RECBOLE_LLADA_COMMIT"]
     try:
-        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                             cwd=Path(__file__).resolve().parent, check=True)
+        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=checkout,
+                             check=True)
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
-    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True,
-                           text=True, cwd=Path(__file__).resolve().parent).stdout.strip()
+    code = [":(top)", *(f":(top,exclude){path}" for path in RESULT_PATHS)]
+    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", *code], capture_output=True,
+                           text=True, cwd=checkout).stdout.strip()
     return out.stdout.strip() + ("+dirty" if dirty else "")
 
 
