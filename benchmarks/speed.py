@@ -13,6 +13,8 @@ run but without loading a dataset. Measured on CUDA when present, else on CPU:
 - the official code itself, with ``--official_dir`` (a checkout of TengShi-RUC/LLaDA-Rec at bd8bdc1, never copied
   here; benchmarks/official_model.py builds its model on the same SIDs): its decoding entry point at T = 4, B = 50 on
   the same users and its training step on the same batches, in fp32 as its pipeline runs;
+- catalog scoring, with ``--scorings``: full_sort_predict under each listed ``scoring`` mode on the same users (one
+  forward per user for marginal, scorer and fused, against beam search's T x B);
 - FLOPs: analytic matmul FLOPs per decoded user / trained sample, the achieved TFLOP/s, and its share of a measured
   dense matmul rate of the same precision.
 
@@ -25,6 +27,8 @@ appends ``-X``).
     python benchmarks/speed.py --compare_dense_mask --compile --label=compiled   # the speed paths of issue 14
     python benchmarks/speed.py --compile_modes=eager,default,reduce-overhead --train_batch_grid=1024,2048
     python benchmarks/speed.py --official_dir=.carry/official   # also the official code, in the same run
+    python benchmarks/speed.py --scorings=beam,marginal,rescore,fused --no_reference --no_sasrec \
+        --gen_steps_grid=4 --beams_grid=50 --label=scorings       # decode time of the catalog scoring modes
 """
 
 from __future__ import annotations
@@ -52,7 +56,7 @@ from benchmarks.official_side_by_side import OFFICIAL_COMMIT
 from benchmarks.quality import OFFICIAL_CODE_MODEL
 from benchmarks.reference_decode import reference_full_sort_predict
 from recbole_llada.devices import autocast
-from recbole_llada.model.llada_rec import COMPILE_MODES
+from recbole_llada.model.llada_rec import COMPILE_MODES, SCORER_MODES, SCORING_MODES
 from recbole_llada.training.results import markdown_table, provenance
 
 
@@ -105,6 +109,10 @@ class SpeedSetup:
     compile_modes: tuple[str, ...] = ()
     train_batch_grid: tuple[int, ...] = ()
     official_dir: Path | None = None  # a checkout of the official code to time beside ours; None: not timed
+    # full_sort_predict with each of these `scoring` modes (issue 13's catalog modes; beam search, hybrid and
+    # scorer_hybrid at the reference T and B), on the decoding users; the modes that read the item scorer time a
+    # model built with one (untrained: the time does not depend on its weights).
+    scorings: tuple[str, ...] = ()
 
     @property
     def seq_len(self) -> int:
@@ -169,6 +177,12 @@ OFFICIAL = OFFICIAL_CODE_MODEL
 
 def decode_setting(gen_steps: int, num_beams: int) -> str:
     return f"T={gen_steps} B={num_beams}"
+
+
+def scoring_setting(setup: SpeedSetup, scoring: str) -> str:
+    searches = scoring in ("beam", "hybrid", "scorer_hybrid")
+    return f"scoring={scoring}" + (f", {decode_setting(setup.reference_gen_steps, setup.reference_beams)}"
+                                   if searches else "")
 
 
 def llada_overrides(setup: SpeedSetup) -> dict:
@@ -341,6 +355,7 @@ def measure_llada(report: SpeedReport, generator: torch.Generator) -> None:
                                           fast_precision(device), model, timing,
                                           decode_flops_per_user(setup, gen_steps, num_beams, False)))
     model.dense_attention_mask = False
+    measure_scorings(report, dataset, model, users)
 
     if setup.run_reference:
         gen_steps, num_beams = setup.reference_gen_steps, setup.reference_beams
@@ -357,6 +372,26 @@ def measure_llada(report: SpeedReport, generator: torch.Generator) -> None:
 
         measure_official(report, config, model.item_sid, [as_official(batch) for batch in batches],
                          as_official(users)["input_ids"])
+
+
+def measure_scorings(report: SpeedReport, dataset, model: torch.nn.Module, users: dict) -> None:
+    """One row per ``setup.scorings`` mode: full_sort_predict on the decoding users, as the test calls it."""
+    setup, device = report.setup, report.device
+    with_scorer = None
+    for scoring in setup.scorings:
+        scoring_model = model
+        if scoring in SCORER_MODES:
+            if with_scorer is None:
+                with_scorer, _ = build_synthetic_model("LLaDARec", dataset, {**llada_overrides(setup),
+                                                                             "item_scorer": "sid"}, device)
+                with_scorer.eval()
+            scoring_model = with_scorer
+        with torch.no_grad(), scoring_model.decoding(scoring=scoring, gen_steps=setup.reference_gen_steps,
+                                                     num_beams=setup.reference_beams):
+            timing = time_repeated(lambda: scoring_model.full_sort_predict(users), device, setup.warmup,
+                                   setup.repeats)
+        report.rows.append(decode_row(report, OURS, scoring_setting(setup, scoring), fast_precision(device),
+                                      scoring_model, timing, None))
 
 
 def measure_llada_training(report: SpeedReport, dataset, mode: str,
@@ -541,6 +576,10 @@ def markdown_sections(report: SpeedReport) -> list[tuple[str, str]]:
         "key-padding [B, 1, 1, N] (bidirectional attention), rows marked 'dense mask' use the dense [B, 1, N, N] "
         "mask instead.",
         *official_notes(setup),
+        *([f"- Rows `scoring=...`: full_sort_predict with that `scoring` (the searching modes at "
+           f"{decode_setting(setup.reference_gen_steps, setup.reference_beams)}); no FLOP count. The modes that "
+           "read the item scorer ran on a model with an untrained one (their time does not depend on its weights)."]
+          if setup.scorings else []),
     ])
     return [("", summary), ("Training", train_table), ("Decoding (full-sort recommendation)", decode_table),
             ("Notes", notes)]
@@ -579,6 +618,14 @@ def int_list(text: str) -> tuple[int, ...]:
     return tuple(int(value) for value in text.split(","))
 
 
+def scoring_list(text: str) -> tuple[str, ...]:
+    modes = tuple(mode for mode in text.split(",") if mode)
+    unknown = [mode for mode in modes if mode not in SCORING_MODES]
+    if unknown:
+        raise argparse.ArgumentTypeError(f"unknown scoring modes {unknown}; known: {', '.join(SCORING_MODES)}")
+    return modes
+
+
 def mode_list(text: str) -> tuple[str, ...]:
     modes = tuple(text.split(","))
     unknown = [mode for mode in modes if mode not in (EAGER, *COMPILE_MODES)]
@@ -613,6 +660,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--label", default=None, help="suffix of the result files: speed_<hardware>-<label>")
     parser.add_argument("--gen_steps_grid", type=int_list, default=None, help="decoding T values, e.g. 4 or 1,2,4")
     parser.add_argument("--beams_grid", type=int_list, default=None, help="decoding B values, e.g. 50 or 10,20,50")
+    parser.add_argument("--scorings", type=scoring_list, default=None,
+                        help="also time full_sort_predict with these scoring modes, e.g. beam,marginal,fused")
     parser.add_argument("--official_dir", type=Path, default=None,
                         help=f"a checkout of the official code (TengShi-RUC/LLaDA-Rec {OFFICIAL_COMMIT}) to time "
                              "beside ours in the same run")
@@ -631,7 +680,7 @@ def main(argv: list[str] | None = None) -> int:
     changes = {"decode_users": args.decode_users, "decode_batch_size": args.decode_batch_size,
                "repeats": args.repeats, "train_steps": args.train_steps, "gen_steps_grid": args.gen_steps_grid,
                "beams_grid": args.beams_grid, "compile_modes": args.compile_modes,
-               "train_batch_grid": args.train_batch_grid}
+               "train_batch_grid": args.train_batch_grid, "scorings": args.scorings}
     setup = dataclasses.replace(setup, **{k: v for k, v in changes.items() if v is not None},
                                 run_reference=not args.no_reference, run_sasrec=not args.no_sasrec,
                                 compare_dense_mask=args.compare_dense_mask, compile=args.compile,

@@ -216,6 +216,22 @@ def test_speed_measures_every_setting_and_writes_md_and_csv(tmp_path):
     assert "commit" in text and "hardware" in text
 
 
+def test_speed_times_every_requested_scoring_mode_on_the_same_users(tmp_path):
+    setup = dataclasses.replace(TINY_SPEED, scorings=("beam", "marginal", "rescore", "fused"), run_reference=False,
+                                run_sasrec=False, gen_steps_grid=(2,), beams_grid=(5,))
+    report = speed.run_speed(setup, CPU)
+    rows = {r.setting: r for r in report.rows if r.task == "decode"}
+    assert set(rows) == {"T=2 B=5", "scoring=beam, T=2 B=5", "scoring=marginal", "scoring=rescore",
+                         "scoring=fused"}
+    assert all(r.throughput > 0 and r.batch == setup.decode_users for r in rows.values())
+    # fused reads the item scorer: timed on a model that has one (its parameters: the scorer's projection more).
+    assert rows["scoring=fused"].n_parameters > rows["scoring=marginal"].n_parameters
+    md_path, _ = speed.write_speed(report, tmp_path, "cpu-tiny")
+    assert "Rows `scoring=...`" in md_path.read_text()
+    with pytest.raises(SystemExit):
+        speed.build_parser().parse_args(["--scorings=beam,nucleus"])
+
+
 def test_speed_times_training_for_every_compile_mode_and_batch_size(tmp_path, monkeypatch):
     """--compile_modes x --train_batch_grid: one training row each, labelled; decoding uses the plain model."""
     compiled_modes = []  # no compiler on CPU: the mode each model would compile with is only recorded
