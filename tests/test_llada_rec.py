@@ -297,9 +297,11 @@ def test_marginal_scores_equal_predict_item_by_item(tiny_world):
             interaction.interaction[model.ITEM_ID] = torch.full((interaction.length,), item)
             assert torch.allclose(model.predict(interaction), marginal[:, item], atol=1e-6)
     assert torch.isneginf(marginal[:, 0]).all()
-    for row in range(interaction.length):
-        expected = torch.sort(-marginal[row, 1:], stable=True).indices + 1
-        assert full_ranking(ranking[row]) == expected.tolist()
+    for row in range(interaction.length):  # the top-k exactly, ties by item id; below it the marginal's order
+        expected = (torch.sort(-marginal[row, 1:], stable=True).indices + 1).tolist()
+        ranked = full_ranking(ranking[row])
+        assert ranked[:model.max_topk] == expected[:model.max_topk] and sorted(ranked) == sorted(expected)
+        assert (marginal[row, ranked[model.max_topk:]].diff() <= 0).all()
 
 
 def brute_force_joint(model, history_row: torch.Tensor, sid: list[int]) -> float:

@@ -93,6 +93,43 @@ def test_ranked_scores_sort_lexicographically_with_ties_by_item_id(n_keys):
         assert torch.isneginf(scores[row, 0]) and scores[row, 1:].unique().numel() == n_items - 1
 
 
+@pytest.mark.parametrize("top_k", [1, 3, 9, 10])
+def test_ranked_scores_top_k_resolves_the_full_sorts_first_ranks_and_keeps_the_key_below(top_k):
+    """Against the full sort (the brute force of the test above): the same first top_k items in the same order,
+    scored above every other item, whose scores are their keys; padding -inf. Ties and -inf everywhere."""
+    generator = torch.Generator().manual_seed(top_k)
+    batch_size, n_items = 6, 12
+    key = torch.randint(-2, 2, (batch_size, n_items), generator=generator).float()
+    key[:, 5] = float("-inf")
+    key[0, :] = float("-inf")  # a row of -inf only: its top_k are the lowest ids
+    key[1, 0] = 10.0  # padding scored highest: never ranked
+    scores = ranked_scores(key, top_k=top_k)
+    full = ranked_scores(key)
+    for row in range(batch_size):
+        expected = full[row].argsort(descending=True).tolist()[:top_k]
+        top = scores[row].topk(top_k)
+        assert top.indices.tolist() == expected
+        rest = [item for item in range(1, n_items) if item not in expected]
+        assert top.values.min() > scores[row, rest].max()
+        assert torch.equal(scores[row, rest], key[row, rest])
+        assert torch.isneginf(scores[row, 0]) and (top.values[:-1] > top.values[1:]).all()
+
+
+def test_ranked_scores_top_k_is_ignored_with_several_keys_or_no_room():
+    keys = [torch.tensor([[0.0, 1.0, 1.0, 2.0, 0.5]]), torch.tensor([[0.0, 3.0, 2.0, 1.0, 0.0]])]
+    assert torch.equal(ranked_scores(*keys, top_k=2), ranked_scores(*keys))
+    assert torch.equal(ranked_scores(keys[0], top_k=4), ranked_scores(keys[0]))  # top_k >= the real items
+
+
+def test_ranked_scores_top_k_stay_distinct_for_keys_of_large_magnitude():
+    key = torch.full((1, 50), 3.0e7)
+    key[0, 7] = 3.0e7 + 64  # the one float32 step above the others at this magnitude (spacing 2)
+    scores = ranked_scores(key, top_k=10)
+    top = scores[0].topk(10)
+    assert top.indices.tolist() == [7, 1, 2, 3, 4, 5, 6, 8, 9, 10]
+    assert (top.values[:-1] > top.values[1:]).all()
+
+
 def test_ranked_scores_reject_mismatched_keys():
     with pytest.raises(ValueError):
         ranked_scores(torch.zeros(2, 3), torch.zeros(2, 4))

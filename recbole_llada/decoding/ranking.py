@@ -53,18 +53,25 @@ def scores_from_generated(item_ids: torch.Tensor, n_items: int, fallback_order: 
     return scores
 
 
-def ranked_scores(*keys: torch.Tensor) -> torch.Tensor:
+def ranked_scores(*keys: torch.Tensor, top_k: int | None = None) -> torch.Tensor:
     """FloatTensor[B, n_items] of distinct full-sort scores for a lexicographic ranking.
 
     keys: FloatTensors[B, n_items], the first the most significant, each ranked descending; items
     tied on every key rank by lower item id (a stable sort), so the ranking is deterministic and
     no two items share a score. The item at rank r gets n_items - r; item 0 (padding) gets -inf
     whatever its keys. Keys must not hold NaN.
+
+    top_k (one key only; RecBole reads no further than its largest topk): only the first top_k ranks
+    are resolved, by a top-k instead of a sort of the whole catalog. They come out exactly as above,
+    with scores above every other item's; every other item keeps its key as its score, so the order
+    below rank top_k is the key's, exact ties there left tied.
     """
     if not keys or any(key.shape != keys[0].shape or key.dim() != 2 for key in keys):
         raise ValueError("ranked_scores needs one or more keys of the same shape [B, n_items]")
     batch_size, n_items = keys[0].shape
     device = keys[0].device
+    if top_k is not None and len(keys) == 1 and 0 < top_k < n_items - 1:
+        return _top_k_ranked_scores(keys[0], top_k)
     # Stable sorts from the least to the most significant key give the lexicographic order.
     order = torch.arange(n_items, device=device).expand(batch_size, n_items)
     for key in reversed(keys):
@@ -75,3 +82,29 @@ def ranked_scores(*keys: torch.Tensor) -> torch.Tensor:
         1, order, rank_score.expand(batch_size, n_items))
     scores[:, 0] = float("-inf")
     return scores
+
+
+def _top_k_ranked_scores(key: torch.Tensor, top_k: int) -> torch.Tensor:
+    """ranked_scores(key, top_k=top_k) for 0 < top_k < n_items - 1."""
+    n_items = key.shape[1]
+    scores = key.float().clone()
+    scores[:, 0] = float("-inf")  # padding is never ranked
+    threshold = scores.topk(top_k, dim=1).values[:, -1:]  # each row's top_k-th largest key
+    above = scores > threshold  # fewer than top_k items: all of them in
+    tied = scores == threshold
+    tied[:, 0] = False
+    # The tied items fill the rest of the top_k, lowest ids first (the full sort's tie-break). Enough of them
+    # exist: at least top_k real items are >= threshold, even when threshold is -inf (top_k < n_items - 1).
+    needed = top_k - above.sum(dim=1, keepdim=True)
+    chosen = above | (tied & (tied.cumsum(dim=1) <= needed))
+    item_ids = torch.arange(n_items, device=key.device).expand_as(chosen)
+    items = torch.where(chosen, item_ids, n_items).topk(top_k, dim=1, largest=False).values  # ascending ids
+    by_key = scores.gather(1, items).sort(dim=1, descending=True, stable=True).indices
+    order = items.gather(1, by_key)
+    # Scores above every key: the row's largest finite key (0 if none) + 1 .. + top_k, in steps that stay
+    # distinct in float32 whatever the key's magnitude.
+    largest = scores.amax(dim=1, keepdim=True)
+    base = torch.where(torch.isfinite(largest), largest, torch.zeros_like(largest))
+    step = (base.abs() * 2.0 ** -20).clamp(min=1.0)
+    rank_score = base + step * torch.arange(top_k, 0, -1, device=key.device, dtype=torch.float32)
+    return scores.scatter_(1, order, rank_score)

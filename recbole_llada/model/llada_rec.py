@@ -447,8 +447,9 @@ class LLaDARec(SequentialRecommender):
         """Full-sort scores [B, n_items] of every scoring mode but ``beam`` (see the module docstring)."""
         hidden = self.masked_target_hidden(history)
         marginal = self.marginal_scores(self.head_log_probs(hidden))
+        # One key: only RecBole's top-k needs resolving (ranked_scores' top_k), not a sort of the whole catalog.
         if self.scoring == "marginal":
-            return ranked_scores(marginal)
+            return ranked_scores(marginal, top_k=self.max_topk)
         if self.scoring == "rescore":
             joint = self.rescored(history, marginal)
             return ranked_scores(torch.isfinite(joint).float(), joint.nan_to_num(neginf=0.0), marginal)
@@ -457,11 +458,11 @@ class LLaDARec(SequentialRecommender):
         with self.autocast():
             scorer = self.item_scorer_logits(hidden).float()
         if self.scoring == "scorer":
-            return ranked_scores(scorer)
+            return ranked_scores(scorer, top_k=self.max_topk)
         if self.scoring == "scorer_hybrid":
             return ranked_scores(self.beam_ranks(history), scorer)
         # fused: log p_scorer(item) + the marginal score, a product of the two models' probabilities.
-        return ranked_scores(F.log_softmax(scorer, dim=1) + marginal)
+        return ranked_scores(F.log_softmax(scorer, dim=1) + marginal, top_k=self.max_topk)
 
     def beam_ranks(self, history: torch.Tensor) -> torch.Tensor:
         """[B, n_items]: the generated item at beam rank r (0 = best) gets num_beams - r, every other item 0."""
