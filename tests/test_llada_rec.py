@@ -626,29 +626,33 @@ def test_an_adapter_run_trains_on_a_saved_run_and_keeps_its_beam_search(tmp_path
 
 
 def test_the_trainer_warns_when_the_adapter_validates_below_its_backbone(tiny_world, tmp_path):
+    """The backbone's best validation is read once, with its weights (the model's backbone_validation)."""
     config = tiny_world[0]
     _, path = saved_backbone(tiny_world, tmp_path)
-    adapter = new_model(tiny_world, item_scorer_backbone=str(path), **SCORER)
-    trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, adapter)
     warnings = []
-    trainer.logger = SimpleNamespace(warning=warnings.append)
-    trainer.best_valid_score = 0.3
-    trainer.warn_if_the_adapter_trails_its_backbone()  # a checkpoint without config and score: nothing to compare
+
+    def adapter_trainer(best_valid_score: float):
+        adapter = new_model(tiny_world, item_scorer_backbone=str(path), **SCORER)
+        trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, adapter)
+        trainer.logger = SimpleNamespace(warning=warnings.append)
+        trainer.best_valid_score = best_valid_score
+        return trainer
+
+    adapter_trainer(0.3).warn_if_the_adapter_trails_its_backbone()  # a checkpoint without config and score
     assert warnings == []
 
     checkpoint = torch.load(path, weights_only=False)
     checkpoint.update(best_valid_score=0.5, config={"valid_metric": config["valid_metric"], "valid_scoring": "beam"})
     torch.save(checkpoint, path)
-    trainer.warn_if_the_adapter_trails_its_backbone()
+    adapter_trainer(0.3).warn_if_the_adapter_trails_its_backbone()
     assert len(warnings) == 1 and "0.3000" in warnings[0] and "below its backbone's 0.5000" in warnings[0]
-    trainer.best_valid_score = 0.6
-    trainer.warn_if_the_adapter_trails_its_backbone()
+    adapter_trainer(0.6).warn_if_the_adapter_trails_its_backbone()
     assert len(warnings) == 1
     checkpoint["config"]["valid_metric"] = "Recall@50"  # another metric: not comparable
     torch.save(checkpoint, path)
-    trainer.best_valid_score = 0.3
-    trainer.warn_if_the_adapter_trails_its_backbone()
+    adapter_trainer(0.3).warn_if_the_adapter_trails_its_backbone()
     assert len(warnings) == 1
+    assert new_model(tiny_world).backbone_validation is None  # no adapter, nothing to compare
 
 
 def test_an_epoch_reports_each_weighted_loss_part(tiny_world):

@@ -47,6 +47,7 @@ Vocabulary: 0 = padding, 1 + h*K + c = code c of head h (a separate range per co
 from __future__ import annotations
 
 import contextlib
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -70,6 +71,14 @@ DECODING_SETTINGS = ("scoring", "num_beams", "gen_steps", "gen_order", "rescore_
 # torch.compile's modes (``compile_mode``); the two that capture CUDA graphs (see ``hidden_states``).
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 CUDA_GRAPH_COMPILE_MODES = ("reduce-overhead", "max-autotune")
+
+
+@dataclass(frozen=True)
+class BackboneValidation:
+    """What an adapter's backbone checkpoint says of its own best validation (RecBole's checkpoint keeps it)."""
+    metric: str  # valid_metric, lower case as RecBole's trainer holds it
+    scoring: str  # the backbone's valid_scoring
+    best_score: float
 
 
 def check_scoring(key: str, scoring: str, item_scorer: str) -> None:
@@ -120,6 +129,7 @@ class LLaDARec(SequentialRecommender):
                              "set item_scorer: sid")
         self.precision = config["precision"]
         self.scorer_backbone = config["item_scorer_backbone"]
+        self.backbone_validation: BackboneValidation | None = None  # set by _load_frozen_backbone, where known
         if self.scorer_backbone and self.item_scorer == "none":
             raise ValueError("item_scorer_backbone trains an item scorer on a frozen LLaDARec: set item_scorer: sid")
         self._check_decoding()
@@ -259,8 +269,10 @@ class LLaDARec(SequentialRecommender):
         return torch.einsum("bmd,mkd->bmk", hidden, head_weights) / self.temperature
 
     def _load_frozen_backbone(self, path: str) -> None:
-        """Every weight but the scorer's from a trained LLaDARec checkpoint (RecBole's format), then frozen."""
-        state = torch.load(path, map_location="cpu", weights_only=False)["state_dict"]
+        """Every weight but the scorer's from a trained LLaDARec checkpoint (RecBole's format), then frozen; and
+        the backbone's best validation, which the trainer compares the adapter's with."""
+        checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+        state = checkpoint["state_dict"]
         if not torch.equal(state["item_sid"].cpu(), self.item_sid.cpu()):
             raise ValueError(f"item_scorer_backbone {path!r} was trained on other semantic IDs than this dataset's: "
                              "train the backbone on the same data and SID settings")
@@ -272,6 +284,10 @@ class LLaDARec(SequentialRecommender):
                              f"unexpected {unexpected}")
         for name, parameter in self.named_parameters():
             parameter.requires_grad_(name.startswith("scorer_"))
+        backbone_config, best_score = checkpoint.get("config"), checkpoint.get("best_valid_score")
+        if backbone_config is not None and best_score is not None:
+            self.backbone_validation = BackboneValidation(str(backbone_config["valid_metric"]).lower(),
+                                                          backbone_config["valid_scoring"], float(best_score))
 
     def autocast(self):
         """The configured precision on the model's device (``precision``: bf16 autocast on CUDA, or float32)."""
