@@ -132,3 +132,36 @@ def test_every_sid_default_is_written_once_in_the_model_yaml():
     for quantizer_class in (VAEConfig, KMeansQuantizerConfig):
         assert [spec.name for spec in fields(quantizer_class)
                 if spec.name in sid_fields and spec.default is not MISSING] == []
+
+
+def test_count_identical_rows_matches_a_set_of_tuples():
+    rng = np.random.default_rng(3)
+    for n_rows in (1, 7, 40):
+        pool = rng.standard_normal((5, 3)).astype(np.float32)
+        vectors = pool[rng.integers(0, 5, n_rows)]  # rows drawn from 5 vectors: many repeats
+        vectors[rng.random(n_rows) < 0.3, 1] += 1.0  # and some made distinct again
+        assert build_module.count_identical_rows(vectors) == n_rows - len({tuple(row) for row in vectors.tolist()})
+    assert build_module.count_identical_rows(np.asfortranarray(rng.standard_normal((6, 2)))) == 0
+
+
+@pytest.mark.parametrize("collisions, identical, expected", [
+    (18, 18, ["repeat another item's embedding"]),  # every collision is one of identical embeddings: data, not tokenizer
+    (20, 0, ["tokenizer collapsed"]),  # most distinct embeddings share a SID
+    (25, 18, ["repeat another item's embedding", "tokenizer collapsed"]),  # 7 beyond 18: most of the 12 distinct
+    (3, 2, []),
+])
+def test_collision_warnings_tell_identical_embeddings_from_a_collapsed_tokenizer(caplog, collisions, identical,
+                                                                                 expected):
+    with caplog.at_level("WARNING", logger=build_module.__name__):
+        build_module.warn_about_collisions("mh_vqvae", collisions, identical, n_items=30)
+    assert [message for message in expected if message in caplog.text] == expected
+    assert len(caplog.records) == len(expected)
+
+
+def test_report_counts_items_with_identical_embeddings(tmp_path):
+    distinct = np.random.default_rng(4).standard_normal((12, 6)).astype(np.float32)
+    embeddings = distinct[np.arange(30) % 12]  # 30 items, 12 distinct vectors: 18 repeat another's
+    report = build_semantic_ids(tiny_pipeline(tmp_path, cache_dir=None), ITEMS, TRAIN,
+                                array_embeddings(embeddings)).report
+    assert report.identical_embeddings == 18
+    assert "identical item embeddings: 18 items repeat another item's (12 distinct)" in report.format()

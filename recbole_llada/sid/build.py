@@ -215,6 +215,9 @@ class SIDReport:
     collision_history: list[int] = field(default_factory=list)  # training-item collisions at each check
     stage_seconds: dict[str, float] = field(default_factory=dict)
     cache_hits: dict[str, bool] = field(default_factory=dict)
+    # N - distinct item embeddings: items no tokenizer can tell apart (e.g. identical text); 0 in reports cached
+    # before it was counted
+    identical_embeddings: int = 0
 
     def format(self) -> str:
         lines = [
@@ -225,6 +228,9 @@ class SIDReport:
             f"reconstruction MSE: {self.reconstruction_error:.4f}"
             + (f" (checkpoint of epoch {self.best_epoch} of {self.epochs})" if self.epochs else ""),
         ]
+        if self.identical_embeddings:
+            lines.append(f"identical item embeddings: {self.identical_embeddings} items repeat another item's "
+                         f"({self.n_items - self.identical_embeddings} distinct), which no tokenizer can separate")
         if self.check_epochs:
             lines.append(self._checks_line())
         lines += ["", f"{'token':>5} | {'distinct codes':>14} | {'perplexity':>10}"]
@@ -336,12 +342,8 @@ def _quantize(cfg: SIDConfig, item_vectors: np.ndarray, train: np.ndarray, devic
     stage_seconds["encode"] = time.perf_counter() - tick
 
     tick = time.perf_counter()
-    if collisions_after_rebalance > codes.shape[0] // 2:
-        # make_unique stays correct, but most items then get an arbitrary nearby code and the search slows down
-        # sharply (observed: a 20-epoch CPU fit on 25,754 items left 39 distinct SIDs).
-        logger.warning("the %s tokenizer collapsed: %d of %d items share a semantic ID; train it longer "
-                       "(sid_epochs) or check the item embeddings", cfg.tokenizer, collisions_after_rebalance,
-                       codes.shape[0])
+    identical_embeddings = count_identical_rows(item_vectors)
+    warn_about_collisions(cfg.tokenizer, collisions_after_rebalance, identical_embeddings, codes.shape[0])
     unique = make_unique(codes, distances)
     stage_seconds["unique"] = time.perf_counter() - tick
 
@@ -356,8 +358,35 @@ def _quantize(cfg: SIDConfig, item_vectors: np.ndarray, train: np.ndarray, devic
         reconstruction_error=quantizer.reconstruction_error(reduced),
         epochs=fit_report.epochs, best_epoch=fit_report.best_epoch, check_epochs=fit_report.check_epochs,
         loss_history=fit_report.loss_history, collision_history=fit_report.collision_history,
-        stage_seconds=dict(stage_seconds))
+        stage_seconds=dict(stage_seconds), identical_embeddings=identical_embeddings)
     return final.numpy(), report
+
+
+def count_identical_rows(vectors: np.ndarray) -> int:
+    """N - the number of distinct rows (bitwise): the items whose embedding another item already has."""
+    rows = np.ascontiguousarray(vectors)
+    return len(rows) - len(np.unique(rows.view(np.dtype((np.void, rows.dtype.itemsize * rows.shape[1]))).ravel()))
+
+
+def warn_about_collisions(tokenizer: str, collisions: int, identical_embeddings: int, n_items: int) -> None:
+    """Warn when many items share a SID before make_unique, telling the data's cause from the tokenizer's.
+
+    Items with identical embeddings (on Amazon data often items whose text is the same, e.g. brand + category only)
+    get one code from any tokenizer; make_unique then gives each its own SID, a nearby code combination that says
+    nothing about the item. A tokenizer has collapsed when, beyond those, most distinct embeddings share a SID.
+    make_unique stays correct either way, but collapsed SIDs carry little and the search slows down sharply
+    (observed: a 20-epoch CPU fit on 25,754 items left 39 distinct SIDs).
+    """
+    distinct = n_items - identical_embeddings
+    if identical_embeddings > n_items // 10:
+        logger.warning("%d of %d items repeat another item's embedding (%d distinct embeddings): no "
+                       "tokenizer can tell them apart, and their SIDs differ only by collision resolution; richer "
+                       "item text or collaborative embeddings (item_embedding) would separate them",
+                       identical_embeddings, n_items, distinct)
+    if collisions - identical_embeddings > distinct // 2:
+        logger.warning("the %s tokenizer collapsed: %d of %d items share a semantic ID (%d beyond items with identical "
+                       "embeddings); train it longer (sid_epochs) or check the item embeddings", tokenizer, collisions,
+                       n_items, collisions - identical_embeddings)
 
 
 def _perplexity(codes: Tensor, codebook_size: int) -> float:
