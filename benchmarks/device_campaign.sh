@@ -3,6 +3,7 @@
 #
 #   bash benchmarks/device_campaign.sh start WORK QUEUE_FOR_GPU0 [QUEUE_FOR_GPU1 ...]
 #   bash benchmarks/device_campaign.sh collect WORK OUT
+#   bash benchmarks/device_campaign.sh wait WORK OUT [SECONDS]
 #
 # start (run in the repository root of a device call, with .whl/ and .carry/ carried):
 #   - installs the wheels of .whl/ into /tmp/site (the machine has no RecBole; see ../shared/tools/device-wheels.sh);
@@ -16,8 +17,11 @@
 # collect: packs WORK's results, logs and SID cache into OUT/results.tgz and OUT/sid_cache.tgz (the device tool
 #   brings back at most 8 files of 16 MiB each: a larger cache comes as sid_cache.tgz.part00, part01, ...);
 #   checkpoints stay on the machine.
+# wait: waits until the queues end or SECONDS (default 540) pass, prints each queue's last line, then collects. Poll
+#   with it, one call after another: the machine goes back after about 30 s without a call, taking WORK with it, so
+#   every call brings back what is finished and a lost machine costs only the runs in flight.
 set -euo pipefail
-action=${1:?usage: device_campaign.sh start WORK QUEUE... | collect WORK OUT}
+action=${1:?usage: device_campaign.sh start WORK QUEUE... | collect WORK OUT | wait WORK OUT [SECONDS]}
 WORK=${2:?WORK folder}
 shift 2
 case "$action" in
@@ -39,8 +43,13 @@ case "$action" in
       gpu=$((gpu + 1))
     done
     ;;
-  collect)
+  collect|wait)
     OUT=${1:?OUT folder}
+    if [ "$action" = wait ]; then
+      deadline=$((SECONDS + ${2:-540}))
+      while pgrep -f "[g]pu_queue.sh" > /dev/null && [ "$SECONDS" -lt "$deadline" ]; do sleep 5; done
+      for log in "$WORK"/logs/*.queue.log; do tail -n 1 "$log"; done
+    fi
     cd "$WORK"
     tar czf "$OUT/results.tgz" --exclude="*.pth" $(ls -d results-* logs official/*.log official/*.json 2>/dev/null)
     if [ -d sid_cache ]; then
