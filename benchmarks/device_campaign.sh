@@ -48,7 +48,8 @@ case "$action" in
     if [ "$action" = wait ]; then
       deadline=$((SECONDS + ${2:-540}))
       while pgrep -f "[g]pu_queue.sh" > /dev/null && [ "$SECONDS" -lt "$deadline" ]; do sleep 5; done
-      for log in "$WORK"/logs/*.queue.log; do tail -n 1 "$log"; done
+      # Progress only: a missing log must not stop the collection (set -e).
+      tail -q -n 1 "$WORK"/logs/*.queue.log || true
     fi
     cd "$WORK"
     tar czf "$OUT/results.tgz" --exclude="*.pth" $(ls -d results-* logs official/*.log official/*.json 2>/dev/null)
